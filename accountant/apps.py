@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AccountantConfig(AppConfig):
+    name = "accountant"
+    verbose_name = "Accountant hub"

@@ -1,0 +1,1 @@
+"""QontoHub core: settings, tenancy, people, secrets at rest, schedules and health."""
