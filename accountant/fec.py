@@ -19,6 +19,7 @@ these records, and the rules can be tested on their own.
 from __future__ import annotations
 
 import argparse
+import bisect
 import io
 import os
 import re
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import BinaryIO, TextIO, Union
+from typing import BinaryIO, TextIO
 
 __all__ = [
     "FEC_COLUMNS",
@@ -71,8 +72,7 @@ FEC_COLUMNS: tuple[str, ...] = (
 # mandatory) [anchors.md §4.2, DGFiP/Test-Compta-Demat FECBIC.sql]. The other columns may be
 # empty.
 REQUIRED_COLUMNS: frozenset[str] = frozenset(
-    {"JournalCode", "EcritureNum", "EcritureDate", "CompteNum", "EcritureLib", "Debit", "Credit",
-     "ValidDate"}
+    {"JournalCode", "EcritureNum", "EcritureDate", "CompteNum", "EcritureLib", "Debit", "Credit", "ValidDate"}
 )
 DATE_COLUMNS: tuple[str, ...] = ("EcritureDate", "PieceDate", "DateLet", "ValidDate")
 
@@ -221,10 +221,24 @@ def fec_filename(siren: str, closing_date: date) -> str:
 # keyboards produce them); mapped to their ASCII look-alike instead of '?'.
 _TYPOGRAPHIC = str.maketrans(
     {
-        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u2032": "'",
-        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
-        "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
-        "\u2026": "...", "\u00a0": " ", "\u202f": " ", "\u2009": " ",
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2033": '"',
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2212": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u202f": " ",
+        "\u2009": " ",
     }
 )
 
@@ -338,9 +352,7 @@ def _entry_rows(entry: FecEntry, number: str, position: int) -> tuple[list[list[
             raise FecError(f"{at}: debit and credit are both zero; drop the line")
         account = _clean_text(line.account_number)
         if not re.match(r"\d{3}", account):
-            raise FecError(
-                f"{at}: account number {account!r} must start with the 3 digits of a PCG account"
-            )
+            raise FecError(f"{at}: account number {account!r} must start with the 3 digits of a PCG account")
         label = _clean_text(line.label) or _clean_text(entry.label)
         if not label:
             raise FecError(f"{at}: EcritureLib is mandatory; give the line or the entry a label")
@@ -438,7 +450,7 @@ def _ordered_and_numbered(
 
 def write_fec(
     entries: Iterable[FecEntry],
-    stream_or_path: Union[str, os.PathLike[str], BinaryIO, TextIO],
+    stream_or_path: str | os.PathLike[str] | BinaryIO | TextIO,
     *,
     encoding: str = DEFAULT_ENCODING,
     opening_journals: Collection[str] = DEFAULT_OPENING_JOURNALS,
@@ -524,7 +536,7 @@ def _decode(raw: bytes) -> str:
         return raw.decode("iso-8859-15")
 
 
-def _read_source(source: Union[str, bytes, os.PathLike[str]]) -> tuple[str, str | None]:
+def _read_source(source: str | bytes | os.PathLike[str]) -> tuple[str, str | None]:
     """Return (text, file name or None). A str with a line break or a tab is FEC text."""
     if isinstance(source, bytes):
         return _decode(source), None
@@ -587,8 +599,7 @@ def _amount_problem(value: str, *, signed: bool = False) -> str | None:
         unsigned = value.strip("+-")
         if "." in unsigned:
             return (
-                f"{value!r} uses '.' as decimal separator; write {value.replace('.', ',')!r} "
-                f"(decimal comma)"
+                f"{value!r} uses '.' as decimal separator; write {value.replace('.', ',')!r} (decimal comma)"
             )
         return None
     return f"{value!r} is not an amount; write digits with a decimal comma, e.g. 1234,56"
@@ -691,35 +702,62 @@ def _check_header(names: list[str], report: _Report) -> dict[str, int]:
                 if _column_key(raw) in {"montant", "sens"}
                 else ""
             )
-            add(Violation(1, raw or None, f"unexpected column {raw!r} at position {index + 1}; "
-                          f"a FEC has exactly the 18 columns {', '.join(FEC_COLUMNS)}{hint}"))
+            add(
+                Violation(
+                    1,
+                    raw or None,
+                    f"unexpected column {raw!r} at position {index + 1}; "
+                    f"a FEC has exactly the 18 columns {', '.join(FEC_COLUMNS)}{hint}",
+                )
+            )
         elif canonical in positions:
-            add(Violation(1, canonical, f"column {canonical!r} appears twice (positions "
-                          f"{positions[canonical] + 1} and {index + 1}); keep one"))
+            add(
+                Violation(
+                    1,
+                    canonical,
+                    f"column {canonical!r} appears twice (positions "
+                    f"{positions[canonical] + 1} and {index + 1}); keep one",
+                )
+            )
         else:
             positions[canonical] = index
             if raw != canonical:
-                add(Violation(1, canonical, f"column {index + 1} is named {raw!r}; it must be "
-                              f"spelled exactly {canonical!r}"))
+                add(
+                    Violation(
+                        1,
+                        canonical,
+                        f"column {index + 1} is named {raw!r}; it must be spelled exactly {canonical!r}",
+                    )
+                )
     for position, name in enumerate(FEC_COLUMNS, start=1):
         if name not in positions:
-            add(Violation(1, name, f"missing column {name!r}; it belongs at position {position} "
-                          f"(the 18 columns are {', '.join(FEC_COLUMNS)})"))
+            add(
+                Violation(
+                    1,
+                    name,
+                    f"missing column {name!r}; it belongs at position {position} "
+                    f"(the 18 columns are {', '.join(FEC_COLUMNS)})",
+                )
+            )
     found = sorted(positions, key=positions.__getitem__)
     expected = [name for name in FEC_COLUMNS if name in positions]
     if found != expected:
-        first = next(i for i, (a, b) in enumerate(zip(found, expected)) if a != b)
-        add(Violation(1, None, f"columns are out of order: {found[first]!r} comes where "
-                      f"{expected[first]!r} is expected; the order is {', '.join(FEC_COLUMNS)}"))
+        first = next(i for i, (a, b) in enumerate(zip(found, expected, strict=True)) if a != b)
+        add(
+            Violation(
+                1,
+                None,
+                f"columns are out of order: {found[first]!r} comes where "
+                f"{expected[first]!r} is expected; the order is {', '.join(FEC_COLUMNS)}",
+            )
+        )
     return positions
 
 
 _SEPARATOR_NAMES = {"\t": "tab", "|": "'|' (pipe)", ";": "';' (semicolon)", ",": "',' (comma)"}
 
 
-def _validate(
-    source: Union[str, bytes, os.PathLike[str]], *, allow_pipe: bool = False
-) -> _Report:
+def _validate(source: str | bytes | os.PathLike[str], *, allow_pipe: bool = False) -> _Report:
     text, filename = _read_source(source)
     report = _Report(violations=[])
     add = report.violations.append
@@ -728,8 +766,14 @@ def _validate(
     if filename is not None:
         match = _FILENAME_RE.fullmatch(filename)
         if not match:
-            add(Violation(0, None, f"file name {filename!r} must be <SIREN>FEC<YYYYMMDD>.txt with "
-                          f"the fiscal-year closing date, e.g. 123456782FEC20251231.txt"))
+            add(
+                Violation(
+                    0,
+                    None,
+                    f"file name {filename!r} must be <SIREN>FEC<YYYYMMDD>.txt with "
+                    f"the fiscal-year closing date, e.g. 123456782FEC20251231.txt",
+                )
+            )
         else:
             siren_problem = _siren_problem(match["siren"])
             if siren_problem:
@@ -744,35 +788,66 @@ def _validate(
     if records and records[-1] == "":
         records.pop()  # the final record separator does not start an empty record
     if not records or not records[0].strip():
-        add(Violation(1, None, "the file is empty or starts with an empty line; line 1 must be "
-                      "the header with the 18 column names"))
+        add(
+            Violation(
+                1,
+                None,
+                "the file is empty or starts with an empty line; line 1 must be "
+                "the header with the 18 column names",
+            )
+        )
         return report
 
     header = records[0]
     counts = {sep: header.count(sep) for sep in ("\t", "|", ";", ",")}
     separator = max(counts, key=counts.__getitem__)  # ties keep tab, the one we expect
     if counts[separator] == 0:
-        add(Violation(1, None, "no field separator found in the header; separate the 18 column "
-                      "names (and every field) with a tab"))
+        add(
+            Violation(
+                1,
+                None,
+                "no field separator found in the header; separate the 18 column "
+                "names (and every field) with a tab",
+            )
+        )
         return report
     if separator == ",":
         # A comma separator cannot coexist with decimal-comma amounts: stop rather than report
         # a shifted column on every line.
-        add(Violation(1, None, "fields are separated by ',' (comma), which clashes with the "
-                      "decimal comma of amounts; separate fields with a tab"))
+        add(
+            Violation(
+                1,
+                None,
+                "fields are separated by ',' (comma), which clashes with the "
+                "decimal comma of amounts; separate fields with a tab",
+            )
+        )
         return report
     if separator == ";":
-        add(Violation(1, None, "fields are separated by ';' (semicolon); the DGFiP test tool "
-                      "does not recognise it: separate fields with a tab"))
+        add(
+            Violation(
+                1,
+                None,
+                "fields are separated by ';' (semicolon); the DGFiP test tool "
+                "does not recognise it: separate fields with a tab",
+            )
+        )
     elif separator == "|" and not allow_pipe:
-        add(Violation(1, None, "fields are separated by '|' (pipe); QontoHub FEC files use a "
-                      "tab. Pipe is also legal: check with allow_pipe / --allow-pipe to accept it"))
+        add(
+            Violation(
+                1,
+                None,
+                "fields are separated by '|' (pipe); QontoHub FEC files use a "
+                "tab. Pipe is also legal: check with allow_pipe / --allow-pipe to accept it",
+            )
+        )
 
     names = header.split(separator)
     positions = _check_header(names, report)
 
     entries: dict[tuple[str, str], _Entry] = {}
     incomplete: set[tuple[str, str]] = set()
+    broken_lines: list[int] = []
     current: tuple[str, str] | None = None
     file_debit = Decimal("0")
     file_credit = Decimal("0")
@@ -781,23 +856,34 @@ def _validate(
     for line_no, record in enumerate(records[1:], start=2):
         report.data_lines += 1
         if record.strip() == "":
-            add(Violation(line_no, None, "empty line; remove it (the DGFiP tester counts it as a "
-                          "structural error)"))
+            add(
+                Violation(
+                    line_no, None, "empty line; remove it (the DGFiP tester counts it as a structural error)"
+                )
+            )
             continue
         fields = record.split(separator)
         if len(fields) != len(names):
-            add(Violation(line_no, None, f"has {len(fields)} fields, the header has {len(names)}; "
-                          f"a field is missing or a label contains the separator "
-                          f"{_SEPARATOR_NAMES[separator]}"))
+            add(
+                Violation(
+                    line_no,
+                    None,
+                    f"has {len(fields)} fields, the header has {len(names)}; "
+                    f"a field is missing or a label contains the separator "
+                    f"{_SEPARATOR_NAMES[separator]}",
+                )
+            )
             file_amounts_known = False
-            # Still attribute the line to its entry when the key columns can be read, so that
-            # entry is not also reported as unbalanced because of this line.
+            # The line's amounts are lost, so the entry it belongs to would also show up as
+            # unbalanced. Its key columns may be shifted too, so remember the line and skip the
+            # balance check of the entries around it as well as the one its key names.
+            broken_lines.append(line_no)
             jp, np_ = positions.get("JournalCode"), positions.get("EcritureNum")
             if jp is not None and np_ is not None and max(jp, np_) < len(fields):
                 incomplete.add((fields[jp].strip(), fields[np_].strip()))
             continue
 
-        def value(column: str) -> str | None:
+        def value(column: str, fields: list[str] = fields) -> str | None:
             index = positions.get(column)
             return None if index is None else fields[index].strip()
 
@@ -814,8 +900,13 @@ def _validate(
 
         account = value("CompteNum")
         if account and not re.match(r"\d{3}", account):
-            add(Violation(line_no, "CompteNum", f"{account!r} must start with the 3 digits of a "
-                          f"PCG account (e.g. 401, 512, 706)"))
+            add(
+                Violation(
+                    line_no,
+                    "CompteNum",
+                    f"{account!r} must start with the 3 digits of a PCG account (e.g. 401, 512, 706)",
+                )
+            )
 
         amounts: dict[str, Decimal | None] = {}
         for column in ("Debit", "Credit"):
@@ -831,12 +922,23 @@ def _validate(
         debit, credit = amounts.get("Debit"), amounts.get("Credit")
         if debit is not None and credit is not None and value("Debit") and value("Credit"):
             if debit != 0 and credit != 0:
-                add(Violation(line_no, None, f"both Debit ({value('Debit')}) and Credit "
-                              f"({value('Credit')}) are filled; a line is a debit or a credit, "
-                              f"split it in two lines"))
+                add(
+                    Violation(
+                        line_no,
+                        None,
+                        f"both Debit ({value('Debit')}) and Credit "
+                        f"({value('Credit')}) are filled; a line is a debit or a credit, "
+                        f"split it in two lines",
+                    )
+                )
             elif debit == 0 and credit == 0:
-                add(Violation(line_no, None, "Debit and Credit are both zero; remove the line or "
-                              "put its amount in one of them"))
+                add(
+                    Violation(
+                        line_no,
+                        None,
+                        "Debit and Credit are both zero; remove the line or put its amount in one of them",
+                    )
+                )
 
         foreign = value("Montantdevise")
         currency = value("Idevise")
@@ -845,11 +947,22 @@ def _validate(
             if problem:
                 add(Violation(line_no, "Montantdevise", problem))
             if currency == "":
-                add(Violation(line_no, "Idevise", "Montantdevise is set but Idevise is empty; "
-                              "give the ISO 4217 currency code, e.g. USD"))
+                add(
+                    Violation(
+                        line_no,
+                        "Idevise",
+                        "Montantdevise is set but Idevise is empty; "
+                        "give the ISO 4217 currency code, e.g. USD",
+                    )
+                )
         if currency and not re.fullmatch(r"[A-Z]{3}", currency):
-            add(Violation(line_no, "Idevise", f"{currency!r} is not an ISO 4217 currency code "
-                          f"(3 capital letters, e.g. USD)"))
+            add(
+                Violation(
+                    line_no,
+                    "Idevise",
+                    f"{currency!r} is not an ISO 4217 currency code (3 capital letters, e.g. USD)",
+                )
+            )
 
         journal, number = value("JournalCode"), value("EcritureNum")
         if not journal or not number:
@@ -865,19 +978,38 @@ def _validate(
             if closing_date is not None:
                 parsed = _parse_date(entry_date)
                 if parsed is not None and parsed > closing_date:
-                    add(Violation(line_no, "EcritureDate", f"entry {number!r} is dated "
-                                  f"{entry_date}, after the closing date "
-                                  f"{_format_date(closing_date)} in the file name; it belongs to "
-                                  f"the next fiscal year's file"))
+                    add(
+                        Violation(
+                            line_no,
+                            "EcritureDate",
+                            f"entry {number!r} is dated "
+                            f"{entry_date}, after the closing date "
+                            f"{_format_date(closing_date)} in the file name; it belongs to "
+                            f"the next fiscal year's file",
+                        )
+                    )
         else:
             if key != current:
-                add(Violation(line_no, "EcritureNum", f"entry {number!r} of journal {journal!r} "
-                              f"started at line {entry.first_line} and resumes here after other "
-                              f"entries; keep all lines of an entry together"))
-            if entry_date != entry.entry_date:
-                add(Violation(line_no, "EcritureDate", f"entry {number!r} is dated "
-                              f"{entry.entry_date!r} at line {entry.first_line} but {entry_date!r} "
-                              f"here; all lines of an entry share one EcritureDate"))
+                add(
+                    Violation(
+                        line_no,
+                        "EcritureNum",
+                        f"entry {number!r} of journal {journal!r} "
+                        f"started at line {entry.first_line} and resumes here after other "
+                        f"entries; keep all lines of an entry together",
+                    )
+                )
+            # Only compare real dates: a malformed one is already reported above.
+            if entry_date != entry.entry_date and _parse_date(entry_date) is not None:
+                add(
+                    Violation(
+                        line_no,
+                        "EcritureDate",
+                        f"entry {number!r} is dated "
+                        f"{entry.entry_date!r} at line {entry.first_line} but {entry_date!r} "
+                        f"here; all lines of an entry share one EcritureDate",
+                    )
+                )
             entry.last_line = line_no
         current = key
         if debit is None or credit is None:
@@ -894,13 +1026,25 @@ def _validate(
     for entry in ordered:
         if not entry.amounts_known or (entry.journal, entry.number) in incomplete:
             continue
+        nearest = bisect.bisect_left(broken_lines, entry.first_line - 1)
+        if nearest < len(broken_lines) and broken_lines[nearest] <= entry.last_line + 1:
+            continue
         if entry.debit != entry.credit:
-            span = (f"line {entry.first_line}" if entry.first_line == entry.last_line
-                    else f"lines {entry.first_line}-{entry.last_line}")
-            add(Violation(entry.first_line, None, f"entry {entry.number!r} of journal "
-                          f"{entry.journal!r} ({span}) is unbalanced: debit "
-                          f"{_format_decimal(entry.debit)}, credit {_format_decimal(entry.credit)}, "
-                          f"difference {_format_decimal(abs(entry.debit - entry.credit))}"))
+            span = (
+                f"line {entry.first_line}"
+                if entry.first_line == entry.last_line
+                else f"lines {entry.first_line}-{entry.last_line}"
+            )
+            add(
+                Violation(
+                    entry.first_line,
+                    None,
+                    f"entry {entry.number!r} of journal "
+                    f"{entry.journal!r} ({span}) is unbalanced: debit "
+                    f"{_format_decimal(entry.debit)}, credit {_format_decimal(entry.credit)}, "
+                    f"difference {_format_decimal(abs(entry.debit - entry.credit))}",
+                )
+            )
 
     # Numbering may run over the whole file (ours) or per journal (many ledgers); keep whichever
     # reading of the file explains it better, so neither style drowns in false gaps.
@@ -911,16 +1055,22 @@ def _validate(
     # The DGFiP tester switched its global balance check off in 2014, so it is ours to make
     # [anchors.md §4.4].
     if file_amounts_known and file_debit != file_credit:
-        add(Violation(0, None, f"the file is unbalanced: total debit {_format_decimal(file_debit)}, "
-                      f"total credit {_format_decimal(file_credit)}, difference "
-                      f"{_format_decimal(abs(file_debit - file_credit))}"))
+        add(
+            Violation(
+                0,
+                None,
+                f"the file is unbalanced: total debit {_format_decimal(file_debit)}, "
+                f"total credit {_format_decimal(file_credit)}, difference "
+                f"{_format_decimal(abs(file_debit - file_credit))}",
+            )
+        )
 
     report.violations.sort(key=lambda v: v.line)
     return report
 
 
 def validate_fec(
-    path_or_text: Union[str, bytes, os.PathLike[str]], *, allow_pipe: bool = False
+    path_or_text: str | bytes | os.PathLike[str], *, allow_pipe: bool = False
 ) -> list[Violation]:
     """Check a flat FEC and return its violations (empty list = compliant), sorted by line.
 
@@ -944,13 +1094,17 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     ``argv`` excludes the program name; ``stdout`` lets ``manage.py check_fec`` pass its own.
     """
     out = stdout if stdout is not None else sys.stdout
-    parser = argparse.ArgumentParser(prog="python -m accountant.fec",
-                                     description="Check a French FEC flat file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m accountant.fec", description="Check a French FEC flat file."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a FEC file")
     check.add_argument("path", help="the FEC file, named <SIREN>FEC<YYYYMMDD>.txt")
-    check.add_argument("--allow-pipe", action="store_true",
-                       help="accept '|' as field separator (legal, but QontoHub writes tabs)")
+    check.add_argument(
+        "--allow-pipe",
+        action="store_true",
+        help="accept '|' as field separator (legal, but QontoHub writes tabs)",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     try:
