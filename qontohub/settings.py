@@ -254,3 +254,33 @@ LOGGING = {
 
 # Functions that add each app's demo data after ``seed_demo`` created the core workspace.
 DEMO_SEEDERS: list[str] = []
+
+# --- Providers ----------------------------------------------------------------------------
+# Base URLs and the hub's own OAuth client per provider. Development points every provider at
+# its sandbox mounted on this hub; production sets the real URLs and client credentials.
+_SANDBOX = f"{HUB_BASE_URL}/sandbox"
+
+
+def _provider(slug: str, **defaults: str) -> dict[str, str]:
+    prefix = slug.upper()
+    return {
+        key: os.environ.get(f"{prefix}_{key.upper()}", value if SANDBOX_ENABLED else "")
+        for key, value in defaults.items()
+    }
+
+
+PROVIDERS: dict[str, dict[str, str]] = {
+    "qonto": _provider(
+        "qonto",
+        api_base_url=f"{_SANDBOX}/qonto",
+        oauth_base_url=f"{_SANDBOX}/qonto",
+        client_id="qontohub-dev",
+        client_secret="qontohub-dev-secret",
+        staging_token="",
+    ),
+}
+# Outbound HTTP: seconds per request (connect, read), retries of a transient failure.
+HTTP_TIMEOUT = (float(os.environ.get("HTTP_CONNECT_TIMEOUT", "5")), float(os.environ.get("HTTP_READ_TIMEOUT", "30")))
+HTTP_MAX_RETRIES = int(os.environ.get("HTTP_MAX_RETRIES", "4"))
+HTTP_BACKOFF_BASE = float(os.environ.get("HTTP_BACKOFF_BASE", "0.5"))
+HTTP_BACKOFF_CAP = float(os.environ.get("HTTP_BACKOFF_CAP", "30"))

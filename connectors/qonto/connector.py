@@ -1,0 +1,55 @@
+"""The Qonto connector: how the hub authenticates to Qonto and what it reads and writes.
+
+Facts from ``shared/reference/qonto-api.md``: API under ``/v2`` on the API host; OAuth 2.0 on
+the OAuth host (``/oauth2/auth``, ``/oauth2/token``, ``/oauth2/revoke``) with 1 h access tokens
+and rotating 90-day refresh tokens (``offline_access``), the old refresh token staying valid for
+60 s after its first use; or an API key sent as ``Authorization: {login}:{secret}`` (not Basic).
+Calls to Qonto's sandbox environment also carry ``X-Qonto-Staging-Token``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from connectors.base import Connector, OAuthSpec, Stream
+
+
+class QontoConnector(Connector):
+    slug = "qonto"
+    name = "Qonto"
+    auth_methods = ("oauth2", "api_key")
+    oauth = OAuthSpec(
+        authorize_url="{oauth_base_url}/oauth2/auth",
+        token_url="{oauth_base_url}/oauth2/token",
+        revoke_url="{oauth_base_url}/oauth2/revoke",
+        scopes=(
+            "offline_access",
+            "organization.read",
+            "attachment.read",
+            "client.read",
+            "client.write",
+            "client_invoices.read",
+            "supplier_invoice.read",
+            "supplier_invoice.write",
+            "webhook",
+        ),
+        refresh_grace_seconds=60,
+    )
+    streams: ClassVar[tuple[type[Stream], ...]] = ()
+
+    def auth_headers(self) -> dict[str, str]:
+        credentials: dict[str, Any] = self.connection.credentials or {}
+        if self.connection.auth_method == "api_key":
+            # Qonto's API key header is "{login}:{secret}" verbatim: no "Basic", no base64.
+            return {"Authorization": f"{credentials.get('login', '')}:{credentials.get('secret_key', '')}"}
+        return {"Authorization": f"Bearer {credentials.get('access_token', '')}"}
+
+    def extra_headers(self) -> dict[str, str]:
+        staging_token = self.settings().get("staging_token") or self.connection.options.get("staging_token")
+        return {"X-Qonto-Staging-Token": staging_token} if staging_token else {}
+
+    def identify(self) -> tuple[str, str]:
+        organization = self.http.get_json("/v2/organization")["organization"]
+        return str(organization.get("slug") or organization.get("id")), str(
+            organization.get("legal_name") or organization.get("name") or organization.get("slug")
+        )
