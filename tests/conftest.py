@@ -116,3 +116,42 @@ def client_for(client):  # type: ignore[no-untyped-def]
         return client
 
     return login
+
+
+@pytest.fixture
+def sandbox_for(settings):  # type: ignore[no-untyped-def]
+    """Route a provider's HTTP to a fresh in-process sandbox: ``api = sandbox_for("qonto")``.
+
+    The hub's HTTP door (``connectors.http``) is used unchanged; only the transport under the
+    provider's configured base URLs is the sandbox adapter, so retries, timeouts and token
+    refresh behave as against the network. Backoff is shortened so retried tests stay fast.
+    """
+    import requests
+
+    from connectors import http
+    from connectors.sandbox.adapter import mount_sandbox
+    from connectors.sandbox.registry import create_sandbox
+
+    settings.HTTP_BACKOFF_BASE = 0.001
+    settings.HTTP_BACKOFF_CAP = 0.01
+    apis: dict[str, object] = {}
+
+    def factory(provider: str) -> requests.Session:
+        session = requests.Session()
+        if provider in apis:
+            config = settings.PROVIDERS[provider]
+            urls = {v for k, v in config.items() if k.endswith("_url") and v}
+            mount_sandbox(session, apis[provider], *urls)
+        return session
+
+    def start(slug: str, seed: int = 1, **options: object):  # type: ignore[no-untyped-def]
+        apis[slug] = create_sandbox(slug, seed, **options)
+        http.reset_sessions()
+        return apis[slug]
+
+    previous = http.session_factory
+    http.session_factory = factory
+    http.reset_sessions()
+    yield start
+    http.session_factory = previous
+    http.reset_sessions()
