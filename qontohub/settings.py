@@ -278,6 +278,23 @@ PROVIDERS: dict[str, dict[str, str]] = {
         client_secret="qontohub-dev-secret",
         staging_token="",
     ),
+    # QuickBooks Online: API host, Intuit's OAuth endpoints (three hosts in production; the
+    # sandbox serves their paths under one root) and the webhook verifier token.
+    "quickbooks": _provider(
+        "quickbooks",
+        api_base_url=f"{_SANDBOX}/quickbooks",
+        authorize_url=f"{_SANDBOX}/quickbooks/connect/oauth2",
+        token_url=f"{_SANDBOX}/quickbooks/oauth2/v1/tokens/bearer",
+        revoke_url=f"{_SANDBOX}/quickbooks/v2/oauth2/tokens/revoke",
+        client_id="qontohub-dev-qbo",
+        client_secret="qontohub-dev-qbo-secret",
+        webhook_verifier_token="qontohub-dev-qbo-verifier",
+    ),
+    # Pennylane: firm API token per connection; only the base URL is configured here.
+    "pennylane": _provider(
+        "pennylane",
+        api_base_url=f"{_SANDBOX}/pennylane",
+    ),
 }
 # Outbound HTTP: seconds per request (connect, read), retries of a transient failure.
 HTTP_TIMEOUT = (float(os.environ.get("HTTP_CONNECT_TIMEOUT", "5")), float(os.environ.get("HTTP_READ_TIMEOUT", "30")))
