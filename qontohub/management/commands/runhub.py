@@ -53,7 +53,9 @@ class Command(BaseCommand):
             time.sleep(0.5)
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)
+                # SIGTERM: django-q2 finishes its running tasks and stops its workers on it, and
+                # runserver exits at once (it may sit in its serve loop through a SIGINT).
+                child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
         for child in children:
             try:
