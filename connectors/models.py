@@ -161,6 +161,11 @@ class SyncRun(TenantModel):
     def __str__(self) -> str:
         return f"run {self.pk} of {self.connection} ({self.outcome})"
 
+    @property
+    def changed(self) -> int:
+        """New plus changed records: non-zero means downstream work (reconciliation) is due."""
+        return self.created + self.updated
+
 
 class SyncEvent(TenantModel):
     class Kind(models.TextChoices):
@@ -198,6 +203,8 @@ class WebhookEvent(TenantModel):
     provider = models.CharField(max_length=40)
     event_id = models.CharField(max_length=200, blank=True)
     event_type = models.CharField(max_length=100, blank=True)
+    # Streams the event touches, decided at verification; processing and replays re-read them.
+    streams = models.JSONField(default=list, blank=True)
     headers = models.JSONField(default=dict, blank=True)
     body = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
