@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import connectors.api  # noqa: F401  (registers its endpoints on the router)
 from qontohub import views
 from qontohub.api import router
 
@@ -26,6 +27,7 @@ urlpatterns = [
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("connectors.urls")),
 ]
 
 if settings.SANDBOX_ENABLED:
