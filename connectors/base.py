@@ -178,9 +178,12 @@ class Connector:
 
     def __init__(self, connection: "Connection", http: "HttpClient | None" = None) -> None:
         from connectors.http import HttpClient
+        from connectors.oauth import install_refresh_hook
 
         self.connection = connection
         self.http = http or HttpClient(self)
+        # OAuth connections get their one refresh-and-retry on 401 (connectors/oauth.py).
+        install_refresh_hook(self)
 
     # --- configuration ----------------------------------------------------------------
     @classmethod
