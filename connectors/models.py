@@ -30,8 +30,20 @@ MONEY = {"max_digits": 18, "decimal_places": 2}
 
 
 class ConnectionQuerySet(TenantQuerySet):
+    """Connections belong to an organisation, or (accounting software) to a firm."""
+
     def active(self) -> "ConnectionQuerySet":
         return self.filter(status=Connection.Status.ACTIVE)
+
+    def visible_to(self, user: Any) -> "ConnectionQuerySet":
+        from qontohub.tenancy import organization_ids_for, sees_everything
+
+        if sees_everything(user):
+            return self.all()
+        if not getattr(user, "is_authenticated", False) or not user.is_active:
+            return self.none()
+        firm_ids = list(user.firm_memberships.values_list("firm_id", flat=True))
+        return self.filter(Q(organization__in=organization_ids_for(user)) | Q(firm__in=firm_ids))
 
 
 class Connection(TenantModel):
@@ -45,8 +57,13 @@ class Connection(TenantModel):
         OAUTH2 = "oauth2", "OAuth 2.0"
         API_KEY = "api_key", "API key"
 
+    # An organisation's own connection (Qonto, QuickBooks…), or a firm's (its accounting
+    # software, shared by the firm's client files): exactly one of the two is set.
     organization = models.ForeignKey(
-        "qontohub.Organization", on_delete=models.CASCADE, related_name="connections"
+        "qontohub.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="connections"
+    )
+    firm = models.ForeignKey(
+        "qontohub.Firm", null=True, blank=True, on_delete=models.CASCADE, related_name="connections"
     )
     provider = models.CharField(max_length=40, db_index=True)
     auth_method = models.CharField(max_length=10, choices=AuthMethod.choices, default=AuthMethod.OAUTH2)
@@ -84,7 +101,12 @@ class Connection(TenantModel):
                 fields=["organization", "provider", "external_account_id"],
                 condition=~Q(external_account_id=""),
                 name="uniq_connection_account",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(organization__isnull=False, firm__isnull=True)
+                | Q(organization__isnull=True, firm__isnull=False),
+                name="connection_owned_by_org_or_firm",
+            ),
         ]
 
     def __str__(self) -> str:
