@@ -85,6 +85,8 @@ class SandboxRequest:
     # an injected delay longer than the timeout becomes a timeout instead of a slow answer.
     timeout: float | None = None
     path_params: dict[str, str] = field(default_factory=dict)
+    #: Filled by the provider's auth hook (who is calling, with which scopes) for its handlers.
+    context: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.method = self.method.upper()
@@ -259,6 +261,14 @@ def add_query(url: str, params: Mapping[str, str | None]) -> str:
 
 class SandboxTimeout(Exception):
     """Raised by ``FakeAPI.handle`` when an injected delay outlasts the client's timeout."""
+
+
+class Abort(Exception):
+    """Raised by a handler (or a helper it calls) to answer with ``response`` at once."""
+
+    def __init__(self, response: SandboxResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 # --------------------------------------------------------------------------------------------
@@ -777,6 +787,8 @@ class FakeAPI:
                     return denied
                 handler = getattr(self, entry.handler_name)
                 return handler(request, **request.path_params)
+        except Abort as abort:
+            return abort.response
         except SandboxTimeout:
             raise
         except Exception:
@@ -990,6 +1002,18 @@ class FakeAPI:
             else:
                 entry.rotated_at = now
             return self._issue_tokens(entry.grant)
+
+    def issue_tokens(
+        self,
+        client_id: str,
+        client_secret: str,
+        scope: str | Iterable[str],
+        redirect_uri: str = "https://localhost/oauth/callback",
+    ) -> dict[str, Any]:
+        """Consent and code exchange in one call, for tests that need a connected client."""
+        with self.lock:
+            code = self.issue_authorization_code(client_id, redirect_uri, scope)
+            return self.exchange_authorization_code(client_id, client_secret, code, redirect_uri)
 
     def _issue_tokens(self, grant: OAuthGrant) -> dict[str, Any]:
         now = self.now()
