@@ -1,0 +1,267 @@
+"""The sync engine against the toy provider: lease, cursor, upsert, failures, resume."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
+
+from connectors import sync
+from connectors.base import AuthRevoked, TransientError
+from connectors.models import Connection, RemoteRecord, SyncCursor, SyncEvent, SyncRun
+from connectors.sync import sync_connection
+from tests.connectors import toy
+
+
+@pytest.fixture
+def conn(org_a, monkeypatch):  # type: ignore[no-untyped-def]
+    toy.install(monkeypatch)
+    return toy.make_connection(org_a)
+
+
+def rows() -> dict[str, dict]:
+    return {r.external_id: r.raw for r in RemoteRecord.objects.all()}
+
+
+def test_full_sync_reads_every_page_and_finishes_the_cursor(conn):
+    toy.REMOTE.extend(toy.remote(5))
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert (run.read, run.created, run.updated, run.unchanged, run.failed) == (5, 5, 0, 0, 0)
+    assert run.requests == 3 and run.changed == 5
+    assert set(rows()) == {"r1", "r2", "r3", "r4", "r5"}
+    cursor = SyncCursor.objects.get(connection=conn, stream="things")
+    assert cursor.value == "2026-01-01T00:00:05Z"
+    assert cursor.position == {} and cursor.last_success_at is not None
+    conn.refresh_from_db()
+    assert conn.last_sync_at is not None and conn.lease_owner == ""
+    assert RemoteRecord.objects.filter(organization=conn.organization).count() == 5
+
+
+def test_unchanged_rows_are_skipped_and_changed_ones_updated(conn):
+    toy.REMOTE.extend(toy.remote(3))
+    sync_connection(conn.pk, trigger="schedule", full=True)
+    before = {r.external_id: r.synced_at for r in RemoteRecord.objects.all()}
+    toy.REMOTE[1]["name"] = "Renamed"
+    run = sync_connection(conn.pk, trigger="schedule", full=True)
+    assert (run.created, run.updated, run.unchanged) == (0, 1, 2)
+    after = {r.external_id: r.synced_at for r in RemoteRecord.objects.all()}
+    assert after["r1"] == before["r1"] and after["r2"] > before["r2"]
+    assert rows()["r2"]["name"] == "Renamed"
+
+
+def test_incremental_sync_starts_from_the_cursor_value_and_full_ignores_it(conn):
+    toy.REMOTE.extend(toy.remote(4))
+    sync_connection(conn.pk, trigger="schedule")
+    toy.REMOTE.extend(toy.remote(1, start=9))
+    toy.PAGES_READ.clear()
+    run = sync_connection(conn.pk, trigger="schedule")
+    # From r4 (the marker is inclusive) onwards: r4 unchanged, r9 new.
+    assert (run.read, run.created, run.unchanged) == (2, 1, 1)
+    run = sync_connection(conn.pk, trigger="button", full=True)
+    assert run.read == 5 and run.full
+
+
+def test_a_record_that_cannot_be_converted_is_an_event_and_the_run_goes_on(conn):
+    toy.REMOTE.extend(toy.remote(4))
+    toy.REMOTE[2]["amount"] = "bad"
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.PARTIAL
+    assert (run.read, run.created, run.failed) == (4, 3, 1)
+    event = SyncEvent.objects.get(run=run)
+    assert event.kind == SyncEvent.Kind.FAILED and event.external_id == "r3"
+    assert "amount 'bad' is not a number" in event.reason and "full resync" in event.reason
+    assert event.data["record"]["id"] == "r3"
+
+
+def test_a_run_killed_after_page_n_resumes_at_n_plus_1_without_duplicate_or_gap(conn):
+    toy.REMOTE.extend(toy.remote(7))
+    toy.FAIL_ON_PAGE[3] = RuntimeError("worker killed")
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.FAILED and "worker killed" in run.error and run.traceback
+    assert set(rows()) == {"r1", "r2", "r3", "r4"}
+    cursor = SyncCursor.objects.get(connection=conn, stream="things")
+    assert cursor.position["page"] == 2 and cursor.value == ""
+    conn.refresh_from_db()
+    assert conn.status == Connection.Status.ACTIVE and conn.lease_owner == ""
+
+    toy.PAGES_READ.clear()
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert toy.PAGES_READ == [3, 4]
+    assert (run.read, run.created, run.unchanged) == (3, 3, 0)
+    assert set(rows()) == {f"r{i}" for i in range(1, 8)}
+    cursor.refresh_from_db()
+    # The high-water mark of the pages read before the crash survived in the position.
+    assert cursor.value == "2026-01-01T00:00:07Z" and cursor.position == {}
+
+
+def test_a_crash_inside_the_page_transaction_writes_neither_rows_nor_cursor(conn, monkeypatch):
+    toy.REMOTE.extend(toy.remote(6))
+    real_save = sync._save_page
+    calls = {"n": 0}
+
+    def save_then_die(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        real_save(*args, **kwargs)
+        if calls["n"] == 2:
+            raise RuntimeError("killed between the upsert and the commit")
+
+    monkeypatch.setattr(sync, "_save_page", save_then_die)
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert set(rows()) == {"r1", "r2"}
+    assert SyncCursor.objects.get(connection=conn, stream="things").position["page"] == 1
+    monkeypatch.setattr(sync, "_save_page", real_save)
+    toy.PAGES_READ.clear()
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert toy.PAGES_READ == [2, 3, 4] and run.created == 4
+    assert len(rows()) == 6
+
+
+def test_a_second_sync_while_the_lease_is_held_is_skipped(conn):
+    Connection.objects.filter(pk=conn.pk).update(
+        lease_owner="run 99 on worker-2:77:abcdef", lease_expires_at=timezone.now() + timedelta(minutes=5)
+    )
+    toy.REMOTE.extend(toy.remote(2))
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.SKIPPED and "Another sync (run 99 on worker-2:77)" in run.error
+    assert not RemoteRecord.objects.exists() and run.finished_at is not None
+    # An expired lease (its worker died) is taken over.
+    Connection.objects.filter(pk=conn.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert sync_connection(conn.pk, trigger="schedule").outcome == SyncRun.Outcome.SUCCEEDED
+
+
+def test_a_sync_that_lost_its_lease_stops_without_writing(conn, monkeypatch):
+    toy.REMOTE.extend(toy.remote(4))
+    real_save = sync._save_page
+
+    def steal_then_save(connector, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(connector, *args, **kwargs)
+        Connection.objects.filter(pk=conn.pk).update(lease_owner="someone else")
+
+    monkeypatch.setattr(sync, "_save_page", steal_then_save)
+    run = sync_connection(conn.pk, trigger="schedule")
+    # The first page is written under the lease; the second finds it gone and is rolled back.
+    assert run.outcome == SyncRun.Outcome.FAILED and "lost its lease" in run.error
+    assert set(rows()) == {"r1", "r2"}
+    assert Connection.objects.get(pk=conn.pk).lease_owner == "someone else"
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (Connection.Status.DISCONNECTED, "disconnected"),
+        (Connection.Status.NEEDS_ATTENTION, "needs attention"),
+        (Connection.Status.PENDING, "not active yet"),
+    ],
+)
+def test_connections_that_are_not_active_are_skipped_with_a_reason(conn, status, words):
+    Connection.objects.filter(pk=conn.pk).update(status=status, last_error="token revoked")
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.SKIPPED and words in run.error
+    assert toy.PAGES_READ == []
+
+
+def test_a_permanent_error_flips_the_connection_and_fails_the_run(conn):
+    toy.REMOTE.extend(toy.remote(4))
+    toy.FAIL_ON_PAGE[2] = AuthRevoked("the API key was regenerated", status=401)
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert "AuthRevoked while reading things" in run.error and "needing attention" in run.error
+    assert "AuthRevoked" in run.traceback
+    conn.refresh_from_db()
+    assert conn.status == Connection.Status.NEEDS_ATTENTION
+    assert "the API key was regenerated" in conn.last_error and conn.lease_owner == ""
+
+
+def test_a_transient_error_fails_the_run_but_leaves_the_connection_active(conn):
+    toy.REMOTE.extend(toy.remote(4))
+    toy.FAIL_ON_PAGE[1] = TransientError("provider error: Service Unavailable", status=503)
+    run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.FAILED and "next sync tries again" in run.error
+    conn.refresh_from_db()
+    assert conn.status == Connection.Status.ACTIVE and "503" in conn.last_error
+    assert sync_connection(conn.pk, trigger="schedule").outcome == SyncRun.Outcome.SUCCEEDED
+    conn.refresh_from_db()
+    assert conn.last_error == ""
+
+
+def test_unknown_streams_and_triggers_are_refused_before_any_bookkeeping(conn):
+    with pytest.raises(ValueError, match="no stream 'nope'"):
+        sync_connection(conn.pk, trigger="schedule", streams=["nope"])
+    with pytest.raises(ValueError, match="unknown trigger"):
+        sync_connection(conn.pk, trigger="cron")
+    assert not SyncRun.objects.exists()
+
+
+def test_progress_is_saved_page_by_page(conn, monkeypatch):
+    toy.REMOTE.extend(toy.remote(6))
+    seen: list[int] = []
+    real_save = sync._save_page
+
+    def watch(connector, stream, model, run, page):  # type: ignore[no-untyped-def]
+        seen.append(SyncRun.objects.get(pk=run.pk).read)
+        real_save(connector, stream, model, run, page)
+
+    monkeypatch.setattr(sync, "_save_page", watch)
+    sync_connection(conn.pk, trigger="schedule")
+    # What another process (the admin) reads before each page: the counts of the pages before.
+    assert seen[:3] == [0, 2, 4]
+
+
+def test_upsert_keeps_one_row_per_natural_key_per_connection(conn, org_a):
+    other = toy.make_connection(org_a, external_account_id="toy-account-2")
+    toy.REMOTE.extend(toy.remote(2))
+    sync_connection(conn.pk, trigger="schedule")
+    sync_connection(other.pk, trigger="schedule")
+    sync_connection(conn.pk, trigger="schedule", full=True)
+    assert RemoteRecord.objects.count() == 4
+    assert RemoteRecord.objects.filter(connection=conn).count() == 2
+
+
+def test_fingerprint_is_canonical():
+    a = toy.Row(external_id="1", fields={"x": 1}, raw={"b": 1, "a": [1, 2]})
+    b = toy.Row(external_id="1", fields={"x": 1}, raw={"a": [1, 2], "b": 1})
+    assert sync.fingerprint(a) == sync.fingerprint(b)
+    assert sync.later("2026-01-01T00:00:00Z", "2026-01-01T01:00:00+02:00") == "2026-01-01T00:00:00Z"
+    assert sync.later(None, "x") == "x"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_racing_for_the_lease_get_one_run_each_way(org_a, monkeypatch):
+    """Two threads (two connections to PostgreSQL) start a sync at once: one runs, one skips."""
+    import threading
+
+    from django.db import connections
+
+    toy.install(monkeypatch)
+    conn = toy.make_connection(org_a)
+    toy.REMOTE.extend(toy.remote(6))
+    barrier = threading.Barrier(2)
+    real_claim = sync._claim_lease
+    outcomes: list[str] = []
+
+    def claim(connection, owner):  # type: ignore[no-untyped-def]
+        barrier.wait(timeout=10)
+        return real_claim(connection, owner)
+
+    monkeypatch.setattr(sync, "_claim_lease", claim)
+
+    def worker() -> None:
+        try:
+            outcomes.append(sync_connection(conn.pk, trigger="schedule").outcome)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == [SyncRun.Outcome.SKIPPED, SyncRun.Outcome.SUCCEEDED]
+    assert RemoteRecord.objects.count() == 6
+    assert db_connection.vendor == "postgresql"
