@@ -34,6 +34,8 @@ MINUTES, HOURLY, DAILY, WEEKLY, CRON = "I", "H", "D", "W", "C"
 
 SCHEDULES: list[Declared] = [
     Declared("heartbeat", "qontohub.tasks.heartbeat", MINUTES, minutes=1),
+    Declared("qonto-sync", "connectors.tasks.sync_due_connections", MINUTES, minutes=15, kwargs={"provider": "qonto"}),
+    Declared("outbox-drain", "connectors.tasks.drain_outbox", MINUTES, minutes=1),
 ]
 
 

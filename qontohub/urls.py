@@ -28,6 +28,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("connectors.urls")),
+    path("webhooks/", include("connectors.webhook_urls")),
 ]
 
 if settings.SANDBOX_ENABLED:
