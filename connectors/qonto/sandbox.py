@@ -194,15 +194,21 @@ def _iban_fr(bank: str, branch: str, account: str) -> tuple[str, str]:
     return f"FR{check:02d}{bban}", account
 
 
-def _siren(rng: random.Random) -> str:
-    """A SIREN with a valid Luhn checksum (French company numbers are Luhn-checked)."""
-    digits = [rng.randint(1, 9)] + [rng.randint(0, 9) for _ in range(7)]
+def _with_luhn(digits: str) -> str:
+    """``digits`` followed by the Luhn check digit (SIREN and SIRET are Luhn-checked)."""
     total = 0
-    for index, digit in enumerate(reversed(digits)):
-        doubled = digit * 2 if index % 2 == 0 else digit
+    for index, char in enumerate(reversed(digits)):
+        doubled = int(char) * 2 if index % 2 == 0 else int(char)
         total += doubled - 9 if doubled > 9 else doubled
-    digits.append((10 - total % 10) % 10)
-    return "".join(map(str, digits))
+    return digits + str((10 - total % 10) % 10)
+
+
+def _siren(rng: random.Random) -> str:
+    return _with_luhn(f"{rng.randint(1, 9)}{rng.randint(0, 9_999_999):07d}")
+
+
+def _siret(rng: random.Random, siren: str) -> str:
+    return _with_luhn(f"{siren}{rng.randint(1, 9_999):04d}")
 
 
 def _vat_fr(siren: str) -> str:
@@ -675,7 +681,7 @@ class QontoSandbox(FakeAPI):
                     **fields,
                     "email": email,
                     "vat_number": _vat_fr(siren) if siren else None,
-                    "tax_identification_number": f"{siren}{rng.randint(10, 99)}017"[:14] if siren else None,
+                    "tax_identification_number": _siret(rng, siren) if siren else None,
                     "currency": "EUR",
                     "locale": "fr",
                     "billing_address": {
@@ -1067,7 +1073,7 @@ class QontoSandbox(FakeAPI):
             # Invoice payments go to the main account, at most 40% of its history (the most recent
             # ones); with a tiny history some paid invoices simply have no matching transfer.
             cap = int(settled * 0.4) if account is main else 0
-            mine = sorted(planned, key=lambda plan: plan.ms)[len(planned) - cap :] if cap else []
+            mine = sorted(planned, key=lambda plan: plan.ms)[max(0, len(planned) - cap) :] if cap else []
             self._lay_out_account(rng, account, account.profile, settled, mine, counterparties)
             for _ in range(n_declined):
                 ms = self.start_ms - rng.randint(DAY_MS, self.history_ms)
@@ -1150,7 +1156,7 @@ class QontoSandbox(FakeAPI):
                     "category": "sales",
                     "cashflow": "Ventes",
                     "vat": None,
-                    "iban": "IE64SEPA99000012345678",
+                    "iban": "IE48SEPA99000012345678",
                     "bic": "SEPAIE21XXX",
                 }
             return {
@@ -1384,6 +1390,8 @@ class QontoSandbox(FakeAPI):
         # §4.3: an unknown route is answered by the gateway, in text/plain and without X-Request-Id.
         return text_response("Not Found", 404)
 
+    # inferred: §4.3 documents the error envelope and `not_in_list`; the codes `not_found`,
+    # `invalid_parameter`, `unauthorized`, `forbidden`, `blank`, `too_long` and `invalid` are ours.
     def _missing(self, what: str) -> Abort:
         return Abort(self.error(404, "not_found", f"{what} not found"))
 
@@ -1506,6 +1514,8 @@ class QontoSandbox(FakeAPI):
             return SandboxResponse(replay.status, dict(replay.headers), replay.body)
         response = compute()
         if 200 <= response.status < 300:
+            if len(self._idempotency) > 10_000:
+                self._idempotency = {k: v for k, v in self._idempotency.items() if v[0] > now}
             self._idempotency[key] = (now + IDEMPOTENCY_TTL_MS, response)
         return response
 

@@ -522,6 +522,8 @@ class FakeAPI:
         self.requests_made: list[RecordedRequest] = []
         self.request_counts: Counter[str] = Counter()
         self.max_logged_requests = 20_000
+        #: Bodies longer than this are cut in the log (uploads would otherwise pile up in memory).
+        self.max_logged_body = 64 * 1024
         self.faults: list[Fault] = []
         self.rate_limits: list[RateLimit] = []
         #: Seconds every request sleeps before being handled (simulates a slow provider).
@@ -631,7 +633,7 @@ class FakeAPI:
             path=request.path,
             query=request.query,
             headers=dict(request.headers),
-            body=request.body,
+            body=request.body[: self.max_logged_body],
             route=entry.key if entry else None,
             status=status,
             at=self.now(),
