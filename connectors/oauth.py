@@ -3,7 +3,7 @@
 What this module guarantees:
 
 * **State.** ``authorization_url`` signs a ``state`` (``django.core.signing``) bound to the
-  connection, its organisation, the user who started and a one-time nonce; it is valid for
+  connection, its owner (organisation, or firm), the user who started and a one-time nonce; it is valid for
   10 minutes. ``exchange_code`` refuses a state that was altered, is too old, belongs to another
   user, organisation or connection, or was already used (the nonce is consumed).
 * **PKCE** (RFC 7636, S256) when the spec asks for it. The code verifier is kept server-side,
@@ -68,7 +68,9 @@ class OAuthFlowError(Exception):
 @dataclass(frozen=True)
 class StatePayload:
     connection_id: int
-    organization_id: int
+    #: The owner of the connection: an organisation, or a firm (its accounting software).
+    organization_id: int | None
+    firm_id: int | None
     user_id: int
     provider: str
     nonce: str
@@ -120,6 +122,7 @@ def sign_state(payload: StatePayload) -> str:
     data = {
         "c": payload.connection_id,
         "o": payload.organization_id,
+        "f": payload.firm_id,
         "u": payload.user_id,
         "p": payload.provider,
         "n": payload.nonce,
@@ -143,9 +146,20 @@ def read_state(state: str) -> StatePayload:
             "Start the connection again from QontoHub."
         ) from exc
     try:
-        return StatePayload(int(data["c"]), int(data["o"]), int(data["u"]), str(data["p"]), str(data["n"]))
+        return StatePayload(
+            connection_id=int(data["c"]),
+            organization_id=_optional_int(data.get("o")),
+            firm_id=_optional_int(data.get("f")),
+            user_id=int(data["u"]),
+            provider=str(data["p"]),
+            nonce=str(data["n"]),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise OAuthFlowError("The provider's answer carried a malformed state. Start again.") from exc
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def check_state(connection: Connection, state: str, user: Any) -> StatePayload:
@@ -159,6 +173,7 @@ def check_state(connection: Connection, state: str, user: Any) -> StatePayload:
     if (
         payload.connection_id != connection.pk
         or payload.organization_id != connection.organization_id
+        or payload.firm_id != getattr(connection, "firm_id", None)
         or payload.provider != connection.provider
     ):
         raise OAuthFlowError(
@@ -207,7 +222,14 @@ def authorization_url(connection: Connection, user: Any, redirect_uri: str) -> s
         row.save(update_fields=["credentials", "updated_at"])
     connection.credentials = credentials
     params["state"] = sign_state(
-        StatePayload(connection.pk, connection.organization_id, user.pk, connection.provider, nonce)
+        StatePayload(
+            connection_id=connection.pk,
+            organization_id=connection.organization_id,
+            firm_id=getattr(connection, "firm_id", None),
+            user_id=user.pk,
+            provider=connection.provider,
+            nonce=nonce,
+        )
     )
     return _add_query(_url(spec.authorize_url, connection.provider), params)
 

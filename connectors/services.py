@@ -30,8 +30,8 @@ from connectors import oauth
 from connectors.base import AuthExpired, AuthRevoked, Connector, ConnectorError
 from connectors.models import Connection
 from connectors.registry import PROVIDERS, connector_class
-from qontohub.models import Organization
-from qontohub.tenancy import MANAGE_ROLES, role_in
+from qontohub.models import FirmMembership, Organization
+from qontohub.tenancy import MANAGE_ROLES, is_support, role_in
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,24 @@ def callback_uri(provider: str) -> str:
 def _require_manager(user: Any, organization: Organization | int) -> None:
     if not role_in(user, organization, MANAGE_ROLES):
         raise PermissionDenied("Only an owner or accountant of the organisation may change its connections.")
+
+
+def _require_manager_of(user: Any, connection: Connection) -> None:
+    """Organisation connections: owner or accountant. Firm connections: any member of the firm."""
+    if connection.organization_id is not None:
+        _require_manager(user, connection.organization_id)
+        return
+    if getattr(user, "is_superuser", False):
+        return
+    if is_support(user) or not FirmMembership.objects.filter(user=user, firm_id=connection.firm_id).exists():
+        raise PermissionDenied("Only a member of the firm may change the firm's connections.")
+
+
+def _same_owner(connection: Connection) -> Any:
+    """Connections of the same owner (organisation or firm) and provider as ``connection``."""
+    return Connection.objects.filter(
+        organization_id=connection.organization_id, firm_id=connection.firm_id, provider=connection.provider
+    )
 
 
 def _run_on_connect(connection: Connection) -> None:
@@ -157,7 +175,7 @@ def finish_connect(
     connected again with the Connect button), its existing row adopts the tokens, so its
     cursors and synced data carry on.
     """
-    _require_manager(user, connection.organization_id)
+    _require_manager_of(user, connection)
     name = provider_class(connection.provider).name
     try:
         oauth.exchange_code(connection, code, state, user, callback_params)
@@ -194,9 +212,9 @@ def finish_connect(
 
     with transaction.atomic():
         existing = (
-            Connection.objects.select_for_update()
-            .for_org(connection.organization_id)
-            .filter(provider=connection.provider, external_account_id=external_id)
+            _same_owner(connection)
+            .select_for_update()
+            .filter(external_account_id=external_id)
             .exclude(pk=connection.pk)
             .first()
         )
@@ -233,7 +251,7 @@ def cancel_connect(connection: Connection, user: Any, state: str, error: str, de
     Nothing becomes active; a reconnect attempt leaves the connection as it was. Returns the
     message to show.
     """
-    _require_manager(user, connection.organization_id)
+    _require_manager_of(user, connection)
     name = provider_class(connection.provider).name
     try:
         oauth.check_state(connection, state, user)
@@ -313,7 +331,7 @@ def connect_api_key(
 # --- disconnect and reconnect -------------------------------------------------------------------
 def disconnect(connection: Connection, user: Any) -> Connection:
     """Stop using the connection: provider clean-up, revoke, wipe credentials, keep the data."""
-    _require_manager(user, connection.organization_id)
+    _require_manager_of(user, connection)
     # The stored tokens may have been rotated by a worker since this object was loaded.
     connection.refresh_from_db()
     problems: list[str] = []
@@ -353,7 +371,7 @@ def disconnect(connection: Connection, user: Any) -> Connection:
 
 def reconnect(connection: Connection, user: Any, redirect_uri: str) -> str:
     """The consent URL to re-authorise ``connection`` itself (same row, so cursors are reused)."""
-    _require_manager(user, connection.organization_id)
+    _require_manager_of(user, connection)
     cls = provider_class(connection.provider)
     if connection.auth_method == Connection.AuthMethod.API_KEY or cls.oauth is None:
         raise ConnectError(f"This {cls.name} connection uses an API key: enter a new key to reconnect it.")

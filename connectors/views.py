@@ -158,7 +158,7 @@ def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def reconnect(request: HttpRequest, pk: int) -> HttpResponse:
     connection = _connection_or_404(request, pk)
-    if connection.auth_method == Connection.AuthMethod.API_KEY:
+    if connection.auth_method == Connection.AuthMethod.API_KEY and connection.organization_id is not None:
         if not role_in(request.user, connection.organization_id, MANAGE_ROLES):
             raise PermissionDenied("Only an owner or accountant of the organisation may reconnect.")
         query = urlencode({"organization": connection.organization_id})

@@ -234,3 +234,19 @@ def test_api_key_connection_reconnects_with_a_new_key(qonto, org_a, owner_a) -> 
     new_login, new_secret = qonto.rotate_api_key().partition(":")[::2]
     again = services.connect_api_key(org_a, owner_a, "qonto", new_login, new_secret)
     assert again.pk == connection.pk
+
+
+# --- firm connections (the firm's accounting software, no organisation) ---------------------------
+def test_firm_connection_is_managed_by_firm_members(qonto, org_a, accountant, owner_a) -> None:
+    firm_connection = Connection.objects.create(firm=org_a.firm, provider="qonto", status="needs_attention")
+    with pytest.raises(PermissionDenied):
+        services.reconnect(firm_connection, owner_a, services.callback_uri("qonto"))
+    url = services.reconnect(firm_connection, accountant, services.callback_uri("qonto"))
+    back = callback_query(consent(url))
+    payload = oauth.read_state(back["state"])
+    assert (payload.organization_id, payload.firm_id) == (None, org_a.firm_id)
+    connection = services.finish_connect(firm_connection, accountant, back["code"], back["state"], back)
+    assert connection.pk == firm_connection.pk and connection.status == Connection.Status.ACTIVE
+    with pytest.raises(PermissionDenied):
+        services.disconnect(connection, owner_a)
+    assert services.disconnect(connection, accountant).status == Connection.Status.DISCONNECTED
