@@ -15,6 +15,7 @@ from connectors.sandbox.base import FakeAPI
 
 SANDBOXES: dict[str, str] = {
     "qonto": "connectors.qonto.sandbox.QontoSandbox",
+    "quickbooks": "connectors.quickbooks.sandbox.QuickBooksSandbox",
 }
 
 _instances: dict[str, FakeAPI] = {}

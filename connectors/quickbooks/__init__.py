@@ -1,0 +1,1 @@
+"""QuickBooks Online: the provider sandbox (and, later, the connector)."""
