@@ -445,6 +445,24 @@ def refresh(connection_id: int, *, force: bool = False, seen_access_token: str |
     raise failure
 
 
+def due_for_refresh(within: timedelta = REFRESH_MARGIN * 2) -> list[int]:
+    """Ids of active OAuth connections whose access token expires within ``within``.
+
+    For the scheduled proactive refresh, which fans out one ``refresh(id)`` per connection.
+    """
+    from connectors.models import Connection
+
+    return list(
+        Connection.objects.filter(
+            status=Connection.Status.ACTIVE,
+            auth_method=Connection.AuthMethod.OAUTH2,
+            token_expires_at__lte=timezone.now() + within,
+        )
+        .order_by("token_expires_at")
+        .values_list("pk", flat=True)
+    )
+
+
 def _revoked_reason(provider: str, detail: str) -> str:
     return (
         f"{provider.title()} no longer accepts this connection's authorisation ({detail}). "

@@ -300,3 +300,12 @@ def test_two_workers_refreshing_at_once_spend_the_refresh_token_once(
     connection.refresh_from_db()
     assert connection.credentials["access_token"] == results[0]
     assert qonto.verify_access_token(results[0])[0] is not None
+
+
+def test_due_for_refresh_lists_active_oauth_connections_about_to_expire(qonto, connected, org_a) -> None:
+    assert oauth.due_for_refresh() == []
+    Connection.objects.filter(pk=connected.pk).update(token_expires_at=timezone.now() + timedelta(minutes=3))
+    Connection.objects.create(organization=org_a, provider="qonto", auth_method="api_key", status="active")
+    assert oauth.due_for_refresh() == [connected.pk]
+    assert oauth.refresh(connected.pk) is True
+    assert oauth.due_for_refresh() == []
