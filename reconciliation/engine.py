@@ -145,7 +145,7 @@ class History:
     parties_by_bank_name: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, bank_name: str, legal_name: str = "", tax_id: str = "", count: int = 1) -> None:
-        key = normalize_name(bank_name).norm or normalize_name(bank_name).compact
+        key = _name_key(normalize_name(bank_name))
         party = _party_key(legal_name, tax_id)
         if not key or not party:
             return
@@ -168,25 +168,32 @@ class History:
 # Name normalisation
 # ---------------------------------------------------------------------------------------------
 
-# Legal forms are noise for identification: the bank shows "DUPONT" for "Dupont SAS".
+# Legal forms are noise for identification ("DUPONT" on the bank line is "Dupont SAS"), but
+# two different legal forms on both sides ("Dupont SAS" / "Dupont SARL") point to two companies.
 _LEGAL_FORMS = frozenset(
     """sa sas sasu sarl eurl sca sci snc scs scop sem selarl selas selafa gie ei eirl sc scp
     gmbh ag kg ohg ug mbh kgaa gbr ev eg bv nv vof cv ltd limited llc llp lp plc inc incorporated
     corp corporation co company pty srl srls spa sapa sl slu sll ab oy oyj aps asa kft sro spzoo
     bvba sprl scrl cie""".split()
 )
+# Spellings of one form that banks and accounting tools use interchangeably.
+_LEGAL_ALIASES = {
+    "limited": "ltd", "incorporated": "inc", "corporation": "corp", "sasu": "sas", "eurl": "sarl",
+    "slu": "sl", "srls": "srl", "company": "co",
+}
 # Every prefix of a legal form, so that "ACMESA" (bank truncated "ACME SAS") still counts.
 _LEGAL_PREFIXES = frozenset(form[:i] for form in _LEGAL_FORMS for i in range(1, len(form) + 1))
 # Words banks put in front of the counterparty ("VIR SEPA", "PRLV", "CARTE", "VIR INST" ...).
 _BANK_WORDS = frozenset(
     """vir virt virement virements sepa inst instant instantane instantanee recu recue emis emise
     prlv prelevement prelev sdd sct cb carte card paiement payment pmt achat transfer transfert
-    wire ordre de du des from to a vers par remise cheque chq ref dd ddebit debit credit
-    avis""".split()
+    wire ordre de du des from to a vers par remise cheque chq ref dd debit credit avis""".split()
 )
 _CARD_NOISE = re.compile(r"^(?:x+\d{2,}|\d{1,4}|\d{2}/\d{2}(?:/\d{2,4})?)$")
 _DOTTED_ABBREV = re.compile(r"\b((?:[a-z]\.){2,})")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_SPLIT_NAME = re.compile(r"[\s,;:'\"()\[\]]+")
+_MASKED_CARD = re.compile(r"x+\d{3,}")
 
 
 def _fold(text: str) -> str:
@@ -197,10 +204,11 @@ def _fold(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class NormalizedName:
-    norm: str  # tokens without bank words and legal forms, space-separated
+    norm: str  # words without bank words and legal forms, space-separated
     tokens: tuple[str, ...]
     compact: str  # norm without spaces: survives banks that glue or truncate words
-    compact_full: str  # including legal forms: "acmesas" still starts with bank's "ACMESA"
+    compact_full: str  # including the legal form: "acmesas" still starts with bank's "ACMESA"
+    legal: str  # the legal form found as separate words ("sas", "gmbhcokg"), or ""
 
 
 _NAME_CACHE: dict[str, NormalizedName] = {}
@@ -215,26 +223,34 @@ def normalize_name(raw: str) -> NormalizedName:
     # "s.a.s." -> "sas" before punctuation becomes a separator.
     text = _DOTTED_ABBREV.sub(lambda m: m.group(1).replace(".", ""), text)
     text = text.replace("&", " ")
-    raw_tokens = [t for t in re.split(r"[\s,;:'\"()\[\]]+", text) if t]
     tokens: list[str] = []
-    for tok in raw_tokens:
-        if _CARD_NOISE.match(tok) and not tokens:
+    for tok in _SPLIT_NAME.split(text):
+        if not tok:
+            continue
+        if not tokens and _CARD_NOISE.match(tok):
             continue  # card mask or operation date in front of the merchant name
         tokens.extend(t for t in _NON_ALNUM.split(tok) if t)
     # Leading bank words and card noise ("VIR SEPA", "CARTE 12/03 X1234") are not the name.
-    while tokens and (tokens[0] in _BANK_WORDS or _CARD_NOISE.match(tokens[0])):
+    while len(tokens) > 1 and (tokens[0] in _BANK_WORDS or _CARD_NOISE.match(tokens[0])):
         tokens.pop(0)
-    tokens = [t for t in tokens if not re.fullmatch(r"x+\d{3,}", t)]
+    tokens = [t for t in tokens if not _MASKED_CARD.fullmatch(t)]
     full = tuple(tokens)
+    legal: list[str] = []
     # Legal forms at either end are dropped ("SARL DUPONT", "Dupont Freres SARL").
     while len(tokens) > 1 and tokens[-1] in _LEGAL_FORMS:
+        legal.insert(0, _LEGAL_ALIASES.get(tokens[-1], tokens[-1]))
         tokens.pop()
     while len(tokens) > 1 and tokens[0] in _LEGAL_FORMS:
+        legal.append(_LEGAL_ALIASES.get(tokens[0], tokens[0]))
         tokens.pop(0)
-    name = NormalizedName(" ".join(tokens), tuple(tokens), "".join(tokens), "".join(full))
+    name = NormalizedName(" ".join(tokens), tuple(tokens), "".join(tokens), "".join(full), "".join(legal))
     if len(_NAME_CACHE) < 500_000:
         _NAME_CACHE[raw] = name
     return name
+
+
+# Similarity given to a name that matches apart from a different legal form on each side.
+_LEGAL_MISMATCH = 78
 
 
 def name_similarity(a: NormalizedName, b: NormalizedName) -> int:
@@ -242,36 +258,38 @@ def name_similarity(a: NormalizedName, b: NormalizedName) -> int:
 
     Tolerates what banks do to names: drop the legal form, glue words, truncate, keep only the
     first word. A shortened name scores by how much of the legal name it covers, so "DUPONT" is
-    closer to "Dupont SAS" (100) than to "Dupont Freres SARL" (about 70).
+    closer to "Dupont SAS" (100) than to "Dupont Freres SARL" (about 70); a different legal form
+    on both sides ("Dupont SAS" vs "Dupont SARL") caps the score at 86.
     """
     ac, bc = a.compact, b.compact
     if not ac or not bc:
         return 0
-    if ac == bc or a.norm == b.norm:
+    if ac == bc:
+        if a.legal and b.legal and a.legal != b.legal:
+            return _LEGAL_MISMATCH
         return 100
+    if ac.startswith(bc):
+        rest = ac[len(bc):]
+        if rest in _LEGAL_PREFIXES and not a.legal:
+            # The bank glued the legal form, possibly cut short, to the name: "ACMESA".
+            if not b.legal:
+                return 94
+            return 97 if b.legal.startswith(rest) else _LEGAL_MISMATCH
     best = fuzz.ratio(a.norm, b.norm)
     if len(a.tokens) > 1 or len(b.tokens) > 1:
         best = max(best, fuzz.token_sort_ratio(a.norm, b.norm) - 2)
-    if len(ac) >= 3:
-        bf = b.compact_full
-        if ac.startswith(bc):
-            rest = ac[len(bc):]
-            if rest in _LEGAL_PREFIXES:
-                return 97  # bank glued the legal form (possibly truncated) to the name
-        elif bc.startswith(ac) or bf.startswith(ac):
-            if bf.startswith(ac) and len(ac) >= len(bc):
-                return 97  # bank truncated "name + legal form"
-            cover = len(ac) / len(bc)
-            best = max(best, int(48 + 47 * cover))
+    if len(ac) >= 3 and bc.startswith(ac):
+        # Shortened by the bank ("DUPONT" for "Dupont Freres"): worth what it covers.
+        best = max(best, int(48 + 47 * len(ac) / len(bc)))
     sa, sb = set(a.tokens), set(b.tokens)
-    if sa and sb and sa != sb:
+    if sa != sb:
         if sa <= sb:
-            cover = len(ac) / len(bc)
-            best = max(best, int(48 + 47 * cover))
+            best = max(best, int(48 + 47 * len(ac) / len(bc)))
         elif sb <= sa:
             # Bank adds words (a city, "FRANCE", a branch): weaker than exact, still telling.
-            cover = len(bc) / len(ac)
-            best = max(best, int(60 + 32 * cover))
+            best = max(best, int(60 + 32 * len(bc) / len(ac)))
+    if a.legal and b.legal and a.legal != b.legal:
+        best = min(best, _LEGAL_MISMATCH)
     return int(min(best, 99))
 
 
@@ -282,6 +300,11 @@ def name_similarity(a: NormalizedName, b: NormalizedName) -> int:
 _ALNUM_UP = re.compile(r"[^A-Z0-9]+")
 _REF_TOKEN = re.compile(r"[A-Z0-9]+(?:[-/._:][A-Z0-9]+)*")
 _DIGITS = re.compile(r"\D+")
+
+
+def _name_key(name: NormalizedName) -> str:
+    """Cache key of a normalised name: two bank names with the same key compare alike."""
+    return f"{name.norm or name.compact}|{name.legal}"
 
 
 def _ref_key(number: str) -> str:
@@ -326,36 +349,63 @@ _KIND_SIDES = {
     "credit_note": ("debit", "credit"),
 }
 
-# Evidence weights (nats). Chosen so that one strong signal is not enough on its own to
-# auto-post: a full reference still needs a plausible amount and name, and an exact amount
-# needs the name unless the amount is rare.
-_W_NONE = 6.0  # the "no document" hypothesis
-_W_REF_FULL = 8.0
-_W_REF_DIGITS = 6.5
+# ---------------------------------------------------------------------------------------------
+# The model. Scores are log-odds in nats: prior of the hypothesis + log-likelihood ratios of
+# each signal against "this line has nothing to do with that document". The constants are
+# rough frequencies of real payment behaviour, not fitted to one data set.
+# ---------------------------------------------------------------------------------------------
+
+_P_NO_DOCUMENT = 0.25  # bank fees, taxes, transfers between own accounts ...
+_S_NONE = math.log(_P_NO_DOCUMENT / (1 - _P_NO_DOCUMENT))
+_NAME_TAU = 5.0  # name affinity exp((sim - 100) / tau): 100 -> 1, 90 -> 0.14, 70 -> 0.0025
+_NAME_UNKNOWN = 0.02  # chance the bank shows a name unrelated to the legal name (a brand)
+_P_EXACT = 0.85  # payments that settle the open amount to the cent
+_P_FEE = 0.03  # payments short of a bank fee
+_P_OVER = 0.01  # payments slightly above the invoice
+_P_PART = 0.05  # part payments (instalments, deposits)
+_P_GROUP = 0.08  # one transfer for several invoices
+_ROUND_FRACTIONS = (0.1, 0.2, 0.25, 0.3, 1 / 3, 0.4, 0.5, 0.6, 2 / 3, 0.7, 0.75, 0.8, 0.9)
+_W_EXACT_MAX = 13.0  # an exact amount never weighs more than this, however rare
+_W_REF_FULL = 9.0
+_W_REF_DIGITS = 7.5
+_W_REF_MISS = -1.5  # the line quotes another document's number
 _W_KIND_UNUSUAL = -1.0
+_W_SERIES = 4.0
 _TIE_MARGIN = 0.05
 
 
-def _name_weight(sim: int) -> float:
-    return max(-3.0, min(4.5, (sim - 62) / 8.0))
+def _fee_limit(cents: int) -> int:
+    """Largest shortfall still read as a bank fee: 3.00, or 1% up to 25.00."""
+    return max(300, min(2500, cents // 100))
+
+
+def _over_limit(cents: int) -> int:
+    """Largest overpayment still read as paying this document: 1.00, or 0.5% up to 5.00."""
+    return min(500, max(100, cents // 200))
 
 
 def _date_evidence(pay: int, issue: int, due: int) -> tuple[float, str]:
     """Evidence from when the payment happened relative to the document's dates."""
     before_issue = issue - pay
     if before_issue > 7:
-        return -4.0, f"paid {before_issue} days before the issue date"
+        return -3.5, f"paid {before_issue} days before the issue date"
     if before_issue > 0:
-        return -0.3 * before_issue, f"paid {before_issue} days before the issue date"
+        return 1.0 - 0.3 * before_issue, f"paid {before_issue} days before the issue date"
     late = pay - due
-    if late > 30:
-        w = max(-3.0, 0.3 - (late - 30) / 30.0)
-        return w, f"paid {late} days after due date"
+    if late > 45:
+        return max(-3.5, 1.5 - (late - 45) / 20.0), f"paid {late} days after due date"
     if late > 0:
-        return 0.3, f"paid {late} days after due date"
+        return 1.5, f"paid {late} days after due date"
     if late == 0:
-        return 0.3, "paid on due date"
-    return 0.3, f"paid {-late} days before due date"
+        return 1.5, "paid on due date"
+    return 1.5, f"paid {-late} days before due date"
+
+
+def _round_fraction(part: int, whole: int) -> float | None:
+    for f in _ROUND_FRACTIONS:
+        if abs(part - whole * f) <= 1.0:
+            return f
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +446,7 @@ class _Doc:
 
 class _Tx:
     __slots__ = ("i", "src", "cents", "cur", "side", "pay", "name", "name_key", "parties",
-                 "refs", "tax", "iban")
+                 "prior", "prior_default", "refs", "ref_strong", "tax", "iban", "g", "free")
 
     def __init__(self, i: int, src: Transaction) -> None:
         self.i = i
@@ -410,11 +460,16 @@ class _Tx:
         self.pay = src.date.toordinal()
         raw = src.counterparty or src.label or ""
         self.name = normalize_name(raw)
-        self.name_key = self.name.norm or self.name.compact
-        self.parties: list[tuple[int, int]] = []  # (party index, similarity) best first
-        self.refs: dict[int, tuple[float, str]] = {}  # doc index -> (weight, explanation)
+        self.name_key = _name_key(self.name)
+        self.parties: list[tuple[int, int]] = []  # (party, similarity), best first
+        self.prior: dict[int, float] = {}  # party -> log P(party | bank name)
+        self.prior_default = 0.0
+        self.refs: dict[int, tuple[float, str]] = {}  # doc -> (weight, explanation)
+        self.ref_strong = False
         self.tax = _compact_id(src.counterparty_tax_id)
         self.iban = _compact_id(src.iban)
+        self.g = 1.0  # chance that a line without document shows this amount (per cent)
+        self.free = True  # no reference and no exact amount explains it at first sight
 
 
 class _Index:
@@ -444,10 +499,14 @@ class _Index:
 
         # Amount buckets per (side, currency): exact lookup plus a sorted list for ranges.
         self.by_amount: dict[tuple[str, str, int], list[int]] = defaultdict(list)
+        self.amount_parties: dict[tuple[str, str, int], set[int]] = defaultdict(set)
+        self.party_amounts: dict[tuple[int, str, str, int], list[int]] = defaultdict(list)
         sorted_lists: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
         for doc in self.docs:
             for side in doc.sides:
                 self.by_amount[(side, doc.cur, doc.cents)].append(doc.i)
+                self.amount_parties[(side, doc.cur, doc.cents)].add(doc.party)
+                self.party_amounts[(doc.party, side, doc.cur, doc.cents)].append(doc.i)
                 sorted_lists[(side, doc.cur)].append((doc.cents, doc.i))
         self.sorted_amounts: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         for k, rows in sorted_lists.items():
@@ -456,6 +515,8 @@ class _Index:
         self.currencies_by_side: dict[str, set[str]] = defaultdict(set)
         for side, cur in sorted_lists:
             self.currencies_by_side[side].add(cur)
+        self.n_side = {side: sum(len(v[0]) for (s, _), v in self.sorted_amounts.items() if s == side)
+                       for side in ("debit", "credit")}
 
         # Reference indexes: full number, its digits, and its last four digits.
         self.by_key: dict[str, list[int]] = defaultdict(list)
@@ -482,7 +543,7 @@ class _Index:
                 if len(tok) >= 3:
                     self.by_token[tok].append(p)
         self.sim_cache: dict[tuple[str, int], int] = {}
-        self.block_cache: dict[str, list[tuple[int, int]]] = {}
+        self.block_cache: dict[str, tuple[list[tuple[int, int]], dict[int, float], float]] = {}
 
     # -- names ------------------------------------------------------------------------------
 
@@ -494,30 +555,39 @@ class _Index:
             self.sim_cache[key] = s
         return s
 
-    def parties_for(self, tx: _Tx) -> list[tuple[int, int]]:
-        """Parties whose name resembles the transaction's counterparty, best first."""
+    def identify(self, tx: _Tx) -> None:
+        """Which parties the bank name designates: P(party | name), shared by equal names.
+
+        A name that fits one party well gives it most of the mass; a name that fits 40 parties
+        equally ("ALGOLIA" for every "Algolia ...") spreads it, so the amount and the reference
+        have to do the work; a name that fits nobody leaves every party equally (un)likely.
+        """
         cached = self.block_cache.get(tx.name_key)
-        if cached is not None:
-            return cached
-        name = tx.name
-        block: set[int] = set()
-        c = name.compact
-        if len(c) >= 3:
-            block.update(self.by_prefix.get(c[:4] if len(c) >= 4 else c[:3], ()))
-        for tok in name.tokens:
-            if len(tok) >= 3:
-                posting = self.by_token.get(tok)
-                # Common words ("services", "france") would drag in half the parties.
-                if posting and len(posting) <= 150:
-                    block.update(posting)
-        scored = []
-        for p in block:
-            s = self.similarity(tx, p)
-            if s >= 55:
-                scored.append((p, s))
-        scored.sort(key=lambda ps: -ps[1])
-        self.block_cache[tx.name_key] = scored
-        return scored
+        if cached is None:
+            name = tx.name
+            block: set[int] = set()
+            c = name.compact
+            if len(c) >= 3:
+                block.update(self.by_prefix.get(c[:4] if len(c) >= 4 else c[:3], ()))
+            for tok in name.tokens:
+                if len(tok) >= 3:
+                    posting = self.by_token.get(tok)
+                    # Common words ("services", "france") would drag in half the parties.
+                    if posting and len(posting) <= 150:
+                        block.update(posting)
+            scored = []
+            for p in block:
+                s = self.similarity(tx, p)
+                if s >= 55:
+                    scored.append((p, s))
+            scored.sort(key=lambda ps: -ps[1])
+            affinity = [(p, math.exp((s - 100) / _NAME_TAU)) for p, s in scored]
+            z = sum(a for _, a in affinity) + _NAME_UNKNOWN
+            prior = {p: math.log(a / z) for p, a in affinity}
+            default = math.log(_NAME_UNKNOWN / z / max(1, len(self.parties)))
+            cached = (scored, prior, default)
+            self.block_cache[tx.name_key] = cached
+        tx.parties, tx.prior, tx.prior_default = cached
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,12 +596,19 @@ class _Index:
 
 
 def _reference_hits(tx: _Tx, index: _Index) -> dict[int, tuple[float, str]]:
-    """Documents whose number appears (fully or partly) in the label or the reference."""
+    """Documents whose number appears (fully or partly) in the label or the reference.
+
+    Tolerant of spacing, dashes and words around the number ("Facture F-2026 0042",
+    "INV20260042", "PAYMENT REF 0042"): the text is cut into words and every run of up to three
+    consecutive words is tried with separators removed.
+    """
     hits: dict[int, tuple[float, str]] = {}
 
-    def add(doc_i: int, w: float, text: str) -> None:
-        if doc_i not in hits or hits[doc_i][0] < w:
-            hits[doc_i] = (w, text)
+    def add(found: Sequence[int], w: float, text) -> None:
+        w -= math.log(len(found))  # a number several documents share says less
+        for d in found:
+            if d not in hits or hits[d][0] < w:
+                hits[d] = (w, text(d))
 
     sources = []
     if tx.src.reference:
@@ -539,6 +616,7 @@ def _reference_hits(tx: _Tx, index: _Index) -> dict[int, tuple[float, str]]:
     if tx.src.label and tx.src.label != tx.src.reference:
         sources.append(("label", tx.src.label))
     seen: set[str] = set()
+    docs = index.docs
     for where, text in sources:
         tokens = _REF_TOKEN.findall(_fold(text).upper())
         n = len(tokens)
@@ -555,36 +633,32 @@ def _reference_hits(tx: _Tx, index: _Index) -> dict[int, tuple[float, str]]:
                 shown = " ".join(tokens[i:j + 1])
                 found = index.by_key.get(key)
                 if found:
-                    for d in found:
-                        add(d, _W_REF_FULL, f"reference {index.docs[d].number} found in {where}")
+                    add(found, _W_REF_FULL, lambda d, where=where: f"reference {docs[d].number} found in {where}")
                     continue
                 if len(digits) >= 6:
                     found = index.by_digits.get(digits)
                     if found:
-                        for d in found:
-                            add(d, _W_REF_DIGITS,
-                                f"number {index.docs[d].number} found in {where} as {shown}")
+                        add(found, _W_REF_DIGITS,
+                            lambda d, where=where, shown=shown: f"number {docs[d].number} found in {where} as {shown}")
                         continue
                 if key == digits and len(digits) >= 4:
                     # A bare number: the end of an invoice number ("0042" for F-2026-0042).
                     found = index.by_last4.get(digits[-4:])
                     if found and len(found) <= 60:
-                        w = min(5.5, 2.0 + 0.6 * (len(digits) - 4))
-                        for d in found:
-                            dd = index.docs[d].digits
-                            if dd != digits and dd.endswith(digits):
-                                add(d, w, f"partial reference {shown} matches {index.docs[d].number}")
+                        found = [d for d in found if docs[d].digits != digits and docs[d].digits.endswith(digits)]
+                        if found:
+                            add(found, min(7.0, 5.0 + 0.5 * (len(digits) - 4)),
+                                lambda d, shown=shown: f"partial reference {shown} matches {docs[d].number}")
                         continue
                 if len(key) >= 7 and len(digits) >= 4 and j == n - 1:
-                    # Last word of a text cut by the bank: a prefix of the number.
+                    # Last word of a text the bank cut short: a prefix of the number.
                     keys = index.sorted_keys
                     lo = bisect_left(keys, key)
                     hi = bisect_left(keys, key + "\x7f", lo)
                     if 0 < hi - lo <= 10:
-                        w = min(4.5, 1.5 + 0.4 * (len(key) - 6))
-                        for k in keys[lo:hi]:
-                            for d in index.by_key[k]:
-                                add(d, w, f"truncated reference {shown} matches {index.docs[d].number}")
+                        found = [d for k in keys[lo:hi] for d in index.by_key[k]]
+                        add(found, min(6.0, 3.0 + 0.5 * (len(key) - 6)),
+                            lambda d, shown=shown: f"truncated reference {shown} matches {docs[d].number}")
     return hits
 
 
@@ -607,19 +681,20 @@ class _Fx:
         a, b = _EUR_RATE.get(doc_cur), _EUR_RATE.get(tx_cur)
         if a is None or b is None:
             return None
-        return a / b, 0.04  # no observation: a static rate is only good to a few percent
+        return a / b, 0.03  # no observation: a static rate is only good to a few percent
 
     def learn(self, txs: list[_Tx], index: _Index) -> None:
+        """Re-centre each pair on rates implied by payments whose reference names the document."""
         samples: dict[tuple[str, str], list[float]] = defaultdict(list)
         for tx in txs:
             for d, (w, _) in tx.refs.items():
-                if w < _W_REF_DIGITS:
+                if w < _W_REF_DIGITS - 0.01:
                     continue
                 doc = index.docs[d]
                 if doc.cur == tx.cur or tx.side not in doc.sides or doc.cents == 0:
                     continue
                 prior = self.rate(doc.cur, tx.cur)
-                if prior is None or index.similarity(tx, doc.party) < 80:
+                if prior is None or tx.prior.get(doc.party, -99.0) < -1.0:
                     continue
                 implied = tx.cents / doc.cents
                 if abs(implied / prior[0] - 1) <= 0.2:
@@ -641,196 +716,361 @@ class _Fx:
 
 
 class _Hyp:
-    """One hypothesis for a transaction: documents, allocations, evidence."""
+    """A hypothesis with its evidence spelled out (built for the candidates that are shown)."""
 
-    __slots__ = ("docs", "alloc", "score", "feats", "party", "sort_key")
+    __slots__ = ("docs", "alloc", "score", "feats", "how")
 
-    def __init__(self, docs: tuple[int, ...], alloc: tuple[int, ...], party: int) -> None:
+    def __init__(self, docs: tuple[int, ...], alloc: tuple[int, ...], how: str) -> None:
         self.docs = docs
         self.alloc = alloc  # cents, document currency
         self.score = 0.0
-        self.feats: list[tuple[str, float, str]] = []
-        self.party = party
-        self.sort_key = ""  # how the amount matched: exact, fee, over, partial, fx, or "" (group)
+        self.feats: list = []  # (name, weight, text or callable giving the text)
+        self.how = how  # exact | fee | over | partial | fx | group
 
-    def add(self, name: str, w: float, text: str) -> None:
+    def add(self, name: str, w: float, text) -> None:
         self.score += w
         self.feats.append((name, w, text))
 
 
+def _date_weight(pay: int, issue: int, due: int) -> float:
+    """Numeric part of :func:`_date_evidence` (the hot path needs no sentence)."""
+    before_issue = issue - pay
+    if before_issue > 7:
+        return -3.5
+    if before_issue > 0:
+        return 1.0 - 0.3 * before_issue
+    late = pay - due
+    if late > 45:
+        return max(-3.5, 1.5 - (late - 45) / 20.0)
+    return 1.5
+
+
 class _Matcher:
-    def __init__(self, index: _Index, history: History | None) -> None:
+    def __init__(self, index: _Index, txs: list[_Tx], history: History | None) -> None:
         self.index = index
         self.history = history
+        self.txs = txs
         self.fx = _Fx()
-        # (party, side) -> cents -> transaction indexes: finds the other instalment of a split.
-        self.tx_by_party: dict[tuple[int, str], dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-        self.txs: list[_Tx] = []
         # How many documents share each amount: an exact match on a common amount (a round
         # fee, a subscription price) says much less than on 1,234.56.
         self.amount_count = {k: len(v) for k, v in index.by_amount.items()}
+        self.tx_amounts: dict[tuple[str, str, int], int] = defaultdict(int)
+        self.tx_sorted: dict[tuple[str, str], list[int]] = {}
+        self.free_sorted: dict[tuple[str, str], list[int]] = {}
+        # Lines by bank name, and bank names by the party they may designate: finds the other
+        # instalment of a split without comparing every pair of lines.
+        self.tx_by_name: dict[tuple[str, str], dict[int, list[int]]] = {}
+        self.names_by_party: dict[int, list[tuple[str, float]]] = defaultdict(list)
+        self.party_tx_count: dict[tuple[int, str], int] = {}
+        self.fraction_maps: dict[tuple[int, str, str], dict[int, list[int]]] = {}
 
-    # -- shared evidence ----------------------------------------------------------------------
+    # -- batch-level statistics ---------------------------------------------------------------
 
-    def _party_evidence(self, h: _Hyp, tx: _Tx, p: int) -> None:
-        index = self.index
-        party = index.parties[p]
-        sim = index.similarity(tx, p)
-        h.add("name", _name_weight(sim), f"name {sim}% similar ({tx.src.counterparty or tx.src.label} / {party.display})")
+    def index_transactions(self) -> None:
+        rows: dict[tuple[str, str], list[int]] = defaultdict(list)
+        free: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for tx in self.txs:
+            key = (tx.side, tx.cur)
+            self.tx_amounts[(tx.side, tx.cur, tx.cents)] += 1
+            rows[key].append(tx.cents)
+            self.tx_by_name.setdefault((tx.name_key, tx.side), {}).setdefault(tx.cents, []).append(tx.i)
+            tx.free = not self._explained(tx)
+            if tx.free:
+                free[key].append(tx.cents)
+        self.tx_sorted = {k: sorted(v) for k, v in rows.items()}
+        self.free_sorted = {k: sorted(v) for k, v in free.items()}
+        for name_key, (_, prior, _) in self.index.block_cache.items():
+            for p, lp in prior.items():
+                if lp >= -5.0:
+                    self.names_by_party[p].append((name_key, lp))
+
+    def _explained(self, tx: _Tx) -> bool:
+        """A quotable reference, or a document of the named counterparty with this exact amount."""
+        if tx.ref_strong:
+            return True
+        parties = self.index.amount_parties.get((tx.side, tx.cur, tx.cents))
+        if not parties:
+            return False
+        prior = tx.prior
+        if len(prior) < len(parties):
+            return any(lp >= -4.0 and p in parties for p, lp in prior.items())
+        return any(prior.get(p, -99.0) >= -4.0 for p in parties)
+
+    def density(self, side: str, cur: str, cents: int, own: _Tx | None) -> float:
+        """Chance that a line with no document here shows exactly this amount (per cent).
+
+        Estimated from this batch: mostly from the lines that no reference or exact amount
+        explains (fees, taxes and card spend cluster in small amounts), blended with all lines
+        and documents around the amount, plus the share of lines with exactly this amount (round
+        prices repeat). ``own`` is left out of the counts.
+        """
+        half = max(100, cents // 100)
+        width = 2 * half + 1
+        lo, hi = cents - half, cents + half
+        txs = self.tx_sorted.get((side, cur), ())
+        in_tx = bisect_right(txs, hi) - bisect_left(txs, lo)
+        docs = self.index.sorted_amounts.get((side, cur), ((), ()))[0]
+        in_doc = bisect_right(docs, hi) - bisect_left(docs, lo)
+        free = self.free_sorted.get((side, cur), ())
+        in_free = bisect_right(free, hi) - bisect_left(free, lo)
+        same_tx = self.tx_amounts.get((side, cur, cents), 0)
+        n_tx, n_free = len(txs), len(free)
+        if own is not None:
+            in_tx -= 1
+            same_tx -= 1
+            n_tx -= 1
+            if own.free:
+                in_free -= 1
+                n_free -= 1
+        n_tx, n_doc = max(1, n_tx), max(1, len(docs))
+        local = 0.5 * ((in_tx + 0.5) / (n_tx * width) + (in_doc + 0.5) / (n_doc * width))
+        if n_free >= 20:
+            local = 0.7 * (in_free + 0.5) / (n_free * width) + 0.3 * local
+        same_doc = self.amount_count.get((side, cur, cents), 0)
+        return local + 0.5 * (max(0, same_tx) / n_tx + max(0, same_doc - 1) / n_doc)
+
+    def _party_lines(self, p: int, side: str) -> int:
+        key = (p, side)
+        n = self.party_tx_count.get(key)
+        if n is None:
+            n = 0
+            for name_key, _ in self.names_by_party.get(p, ()):
+                bucket = self.tx_by_name.get((name_key, side))
+                if bucket:
+                    n += sum(len(v) for v in bucket.values())
+            self.party_tx_count[key] = n
+        return n
+
+    def _fractions(self, p: int, side: str, cur: str) -> dict[int, list[int]]:
+        """Round shares (10%, 30%, a third, half ...) of a party's documents -> documents."""
+        key = (p, side, cur)
+        found = self.fraction_maps.get(key)
+        if found is None:
+            found = {}
+            docs = self.index.docs
+            for d in self.index.parties[p].docs[side]:
+                doc = docs[d]
+                if doc.cur != cur:
+                    continue
+                for f in _ROUND_FRACTIONS:
+                    found.setdefault(int(doc.cents * f + 0.5), []).append(d)
+            self.fraction_maps[key] = found
+        return found
+
+    # -- evidence pieces ----------------------------------------------------------------------
+
+    @staticmethod
+    def _fee_weight(tx: _Tx, diff: int) -> float:
+        # Fees are tariffs: a round shortfall (2.50, 15.00) is likelier than 2.37.
+        limit = _fee_limit(tx.cents + diff)
+        p_diff = 0.8 / max(1, limit // 50) if diff % 50 == 0 else 0.2 / limit
+        return math.log(_P_FEE * p_diff / tx.g)
+
+    def _partial_weight(self, tx: _Tx, doc: _Doc) -> tuple[float, tuple[int, float] | None]:
+        """Part payment: likely when it is a round share or another line pays the rest."""
+        share = _round_fraction(tx.cents, doc.cents)
+        # Deposits and instalments are usually round shares (30%, 50%, a third) of the total.
+        p_amount = 0.6 / len(_ROUND_FRACTIONS) / 3 if share is not None else 0.4 / doc.cents
+        w = math.log(_P_PART * p_amount / tx.g)
+        partner = self._instalment_partner(tx, doc)
+        if partner is not None:
+            w += partner[1]
+        return w, partner
+
+    def _instalment_partner(self, tx: _Tx, doc: _Doc) -> tuple[int, float] | None:
+        """Another line of the same counterparty paying exactly the rest of the document."""
+        rest = doc.cents - tx.cents
+        best: tuple[int, float] | None = None
+        txs = self.txs
+        for name_key, lp in self.names_by_party.get(doc.party, ()):
+            bucket = self.tx_by_name.get((name_key, tx.side))
+            if not bucket:
+                continue
+            for o in bucket.get(rest, ()):
+                if o != tx.i and txs[o].cur == tx.cur and txs[o].pay >= doc.issue - 7:
+                    if best is None or lp > best[1]:
+                        best = (o, lp)
+        if best is None:
+            return None
+        # Chance that some line of this counterparty has exactly that amount anyway.
+        chance = self._party_lines(doc.party, tx.side) * self.density(tx.side, tx.cur, rest, None)
+        return best[0], math.log1p(0.8 * math.exp(best[1]) / max(chance, 1e-9))
+
+    def _id_evidence(self, tx: _Tx, p: int) -> list[tuple[str, float, str]]:
+        """Tax id, IBAN and the organisation's history about this bank name."""
+        party = self.index.parties[p]
+        out = []
         if tx.tax and party.tax_ids:
             if tx.tax in party.tax_ids:
-                h.add("tax_id", 6.0, f"tax id {tx.tax} matches")
+                out.append(("tax_id", 6.0, f"tax id {tx.tax} matches"))
             else:
-                h.add("tax_id", -4.0, f"tax id {tx.tax} differs from {', '.join(sorted(party.tax_ids))}")
+                out.append(("tax_id", -4.0, f"tax id {tx.tax} differs from {', '.join(sorted(party.tax_ids))}"))
         if tx.iban and party.ibans:
             if tx.iban in party.ibans:
-                h.add("iban", 6.0, f"IBAN {tx.iban[:4]}…{tx.iban[-4:]} matches the document's")
+                out.append(("iban", 6.0, f"IBAN …{tx.iban[-4:]} matches the document's"))
             else:
-                h.add("iban", -3.0, "IBAN differs from the document's")
+                out.append(("iban", -3.0, "IBAN differs from the document's"))
         if self.history is not None:
             seen = self.history.lookup(tx.name_key)
             if seen:
                 total = sum(seen.values())
                 mine = seen.get(party.key, 0)
                 if mine:
-                    w = min(3.5, 1.0 + 1.2 * math.log1p(mine)) * mine / total
-                    h.add("history", w, f"{mine} of {total} past matches of this bank name went to {party.display}")
+                    out.append(("history", math.log1p(6.0 * mine / total) + min(1.0, 0.3 * (mine - 1)),
+                                f"{mine} of {total} past matches of this bank name went to {party.display}"))
                 elif total >= 2:
-                    h.add("history", -1.5, f"past matches of this bank name went to other counterparties ({total})")
+                    out.append(("history", -1.0, f"{total} past matches of this bank name went to other counterparties"))
+        return out
 
-    def _exact_weight(self, side: str, cur: str, cents: int) -> float:
-        c = self.amount_count.get((side, cur, cents), 1)
-        return max(2.5, 7.5 - 0.8 * math.log(c))
+    def _party_features(self, h: _Hyp, tx: _Tx, p: int, n_docs: int) -> None:
+        index = self.index
+        party = index.parties[p]
 
-    def _single(self, tx: _Tx, d: int) -> _Hyp | None:
-        """Score 'tx settles document d alone' (fully, net of a fee, in FX, or in part)."""
+        def name_text() -> str:
+            sim = index.similarity(tx, p)
+            shown = tx.src.counterparty or tx.src.label
+            return f"name {sim}% similar ({shown} / {party.display})"
+
+        h.add("name", tx.prior.get(p, tx.prior_default), name_text)
+        if n_docs > 1:
+            h.add("prior", -math.log(n_docs), f"one of {n_docs} open documents of {party.display} on this side")
+        if tx.tax or tx.iban or self.history is not None:
+            for name, w, text in self._id_evidence(tx, p):
+                h.add(name, w, text)
+
+    def _single(self, tx: _Tx, d: int, explain: bool = False):
+        """Score 'tx settles document d alone' (fully, net of a fee, in FX, or in part).
+
+        Returns None when impossible, ``(score, how)`` on the hot path, or the spelled-out
+        hypothesis when ``explain`` is set (only for the candidates that are shown).
+        """
         index = self.index
         doc = index.docs[d]
         if tx.side not in doc.sides:
             return None
-        alloc = doc.cents
-        kind = ""
+        partner = None
         if doc.cur == tx.cur:
             diff = doc.cents - tx.cents
             if diff == 0:
-                w, text, kind = self._exact_weight(tx.side, doc.cur, doc.cents), "amount equal", "exact"
-            elif 0 < diff <= max(300, min(2500, doc.cents // 100)):
-                w = self._exact_weight(tx.side, doc.cur, doc.cents) - 2.0 - diff / 1000.0
-                text, kind = f"amount {_money(diff)} short of the invoice (bank fee)", "fee"
+                how = "exact"
+                w = min(_W_EXACT_MAX, math.log(_P_EXACT / tx.g))
+            elif 0 < diff <= _fee_limit(doc.cents):
+                how = "fee"
+                w = self._fee_weight(tx, diff)
             elif diff > 0:
-                # Part payment: only credible with a reference or the matching other instalment.
-                alloc = tx.cents
-                share = tx.cents * 100 // doc.cents
-                w, text, kind = -1.5, f"partial payment: {_money(tx.cents)} of {_money(doc.cents)} ({share}%)", "partial"
-                partner = self._instalment_partner(tx, doc)
-                if partner is not None:
-                    other = self.txs[partner]
-                    w = 4.0
-                    text += (f"; with {other.src.id} of {other.src.date.isoformat()} "
-                             f"({_money(other.cents)}) it settles the invoice exactly")
-            elif -diff <= min(500, max(100, doc.cents // 200)):
-                w, text, kind = self._exact_weight(tx.side, doc.cur, doc.cents) - 3.5, \
-                    f"amount {_money(-diff)} above the invoice", "over"
+                how = "partial"
+                w, partner = self._partial_weight(tx, doc)
+            elif -diff <= _over_limit(doc.cents):
+                how = "over"
+                w = math.log(_P_OVER / _over_limit(doc.cents) / tx.g)
             else:
-                return None  # pays more than the document: it is at best part of a group
+                return None  # pays more than the document: at best part of a group
         else:
             rate = self.fx.rate(doc.cur, tx.cur)
             if rate is None or doc.cents == 0:
                 return None
             center, spread = rate
             implied = tx.cents / doc.cents
-            dev = implied / center - 1
-            z = abs(dev) / spread
+            z = abs(implied / center - 1) / spread
             if z > 4:
                 return None
-            lo, hi = doc.cents * center * (1 - 2 * spread), doc.cents * center * (1 + 2 * spread)
-            crowd = self._fx_crowd(tx, doc.cur, lo / center, hi / center)
-            w = 5.0 - 0.5 * z * z - 0.7 * math.log(max(1, crowd))
-            text = (f"{_money(doc.cents)} {doc.cur} paid as {_money(tx.cents)} {tx.cur} "
-                    f"(rate {implied:.4f}, {dev * 100:+.1f}% from the usual rate)")
-            kind = "fx"
-        h = _Hyp((d,), (alloc,), doc.party)
-        h.add("amount", w, text)
+            how = "fx"
+            density = math.exp(-0.5 * z * z) / (2.5066 * spread * doc.cents * center)
+            w = min(_W_EXACT_MAX - 2.0, math.log(density / tx.g))
+        p = doc.party
         ref = tx.refs.get(d)
+        rw = ref[0] if ref is not None else (_W_REF_MISS if tx.ref_strong else 0.0)
+        n_docs = len(index.parties[p].docs[tx.side])
+        dw = _date_weight(tx.pay, doc.issue, doc.due)
+        score = w + rw + tx.prior.get(p, tx.prior_default) - math.log(max(1, n_docs)) + dw + doc.kind_penalty
+        if not explain:
+            if tx.tax or tx.iban or self.history is not None:
+                score += sum(x[1] for x in self._id_evidence(tx, p))
+            return score, how
+
+        h = _Hyp((d,), (tx.cents if how == "partial" else doc.cents,), how)
+        if how == "exact":
+            text = "amount equal"
+        elif how == "fee":
+            diff = doc.cents - tx.cents
+            text = f"amount {_money(diff)} short of the invoice" + (" (a round fee)" if diff % 50 == 0 else " (bank fee?)")
+        elif how == "over":
+            text = f"amount {_money(tx.cents - doc.cents)} above the invoice"
+        elif how == "partial":
+            text = f"partial payment: {_money(tx.cents)} of {_money(doc.cents)} ({tx.cents * 100 / doc.cents:.0f}%)"
+            if partner is not None:
+                o = self.txs[partner[0]]
+                text += (f"; with {o.src.id} of {o.src.date.isoformat()} ({_money(o.cents)}) "
+                         f"it settles the invoice exactly")
+        else:
+            implied = tx.cents / doc.cents
+            center = self.fx.rate(doc.cur, tx.cur)[0]  # type: ignore[index]
+            text = (f"{_money(doc.cents)} {doc.cur} paid as {_money(tx.cents)} {tx.cur} "
+                    f"(rate {implied:.4f}, {(implied / center - 1) * 100:+.1f}% from the usual rate)")
+        h.add("amount", w, text)
         if ref is not None:
             h.add("reference", ref[0], ref[1])
-        self._party_evidence(h, tx, doc.party)
-        dw, dtext = _date_evidence(tx.pay, doc.issue, doc.due)
-        h.add("date", dw, dtext)
+        elif tx.ref_strong:
+            h.add("reference", _W_REF_MISS, "the reference quotes another document")
+        self._party_features(h, tx, p, n_docs)
+        h.add("date", dw, _date_evidence(tx.pay, doc.issue, doc.due)[1])
         if doc.kind_penalty:
             h.add("kind", doc.kind_penalty, f"{doc.src.kind.replace('_', ' ')} on a {tx.side}")
-        h.sort_key = kind
         return h
 
-    def _fx_crowd(self, tx: _Tx, doc_cur: str, lo: float, hi: float) -> int:
-        found = self.index.sorted_amounts.get((tx.side, doc_cur))
-        if not found:
-            return 1
-        cents = found[0]
-        return bisect_right(cents, hi) - bisect_left(cents, lo)
-
-    def _instalment_partner(self, tx: _Tx, doc: _Doc) -> int | None:
-        bucket = self.tx_by_party.get((doc.party, tx.side))
-        if not bucket:
-            return None
-        for other in bucket.get(doc.cents - tx.cents, ()):
-            if other != tx.i:
-                return other
-        return None
-
-    def _group(self, tx: _Tx, docs: tuple[int, ...], tried: int, via: str) -> _Hyp:
+    def _group(self, tx: _Tx, docs: tuple[int, ...], n_pool: int) -> _Hyp:
         index = self.index
         rows = [index.docs[d] for d in docs]
         p = rows[0].party
-        h = _Hyp(docs, tuple(r.cents for r in rows), p)
+        h = _Hyp(docs, tuple(r.cents for r in rows), "group")
         total = sum(r.cents for r in rows)
-        base = self._exact_weight(tx.side, tx.cur, total)
+        k = len(rows)
         if total == tx.cents:
-            text = f"amount equals the sum of {len(rows)} invoices"
+            h.add("amount", min(_W_EXACT_MAX, math.log(_P_EXACT / tx.g)), f"amount equals the sum of {k} invoices")
         else:
-            base -= 2.0 + (total - tx.cents) / 1000.0
-            text = f"sum of {len(rows)} invoices, {_money(total - tx.cents)} short (bank fee)"
-        # Searching many subsets finds coincidences: pay for the number of sums tried.
-        w = base - 0.5 * math.log(max(1, tried)) - 0.7 * (len(rows) - 1)
-        h.add("amount", w, text + ("" if via == "reference" else f" ({tried} combinations tried)"))
-        refs = [tx.refs.get(d) for d in docs]
-        if any(refs):
-            found = [r for r in refs if r]
-            mean = sum(r[0] for r in found) / len(rows)
-            h.add("reference", mean, "; ".join(r[1] for r in found))
-        self._party_evidence(h, tx, p)
+            diff = total - tx.cents
+            h.add("amount", self._fee_weight(tx, diff), f"sum of {k} invoices, {_money(diff)} short (bank fee)")
+        found = [r for r in (tx.refs.get(d) for d in docs) if r]
+        if found:
+            h.add("reference", sum(r[0] for r in found) + _W_REF_MISS * (k - len(found)),
+                  "; ".join(r[1] for r in found))
+        elif tx.ref_strong:
+            h.add("reference", _W_REF_MISS, "the reference quotes other documents")
+        # Prior: a grouped payment, and which k of the counterparty's open invoices.
+        n_pool = max(n_pool, k)
+        h.add("group", math.log(_P_GROUP) - math.log(math.comb(n_pool, k)),
+              f"{k} of {n_pool} open invoices of {index.parties[p].display} paid together")
+        self._party_features(h, tx, p, 1)
         dates = [_date_evidence(tx.pay, r.issue, r.due) for r in rows]
-        h.add("date", sum(w for w, _ in dates) / len(dates),
+        h.add("date", sum(w for w, _ in dates) / k,
               "; ".join(f"{r.number}: {t}" for r, (_, t) in zip(rows, dates)))
         return h
 
     # -- per transaction ----------------------------------------------------------------------
 
-    def _hypotheses(self, tx: _Tx) -> list[_Hyp]:
+    def _candidates(self, tx: _Tx) -> set[int]:
+        """Documents worth scoring for this line, found through the indexes only."""
         index = self.index
+        docs = index.docs
+        prior = tx.prior
         cand: set[int] = set(tx.refs)
-        good = {p for p, s in tx.parties if s >= 60}
-        # Exact amount, possibly among hundreds of documents sharing a round price.
+        # Exact amount, possibly among hundreds of documents sharing a round price: then only
+        # those of counterparties the name designates.
         bucket = index.by_amount.get((tx.side, tx.cur, tx.cents), ())
-        if len(bucket) <= 40:
+        if len(bucket) <= 30:
             cand.update(bucket)
         else:
-            cand.update(d for d in bucket if index.docs[d].party in good)
-        # A little more than the line: a fee taken by a bank on the way.
+            cand.update(d for d in bucket if docs[d].party in prior)
         srt = index.sorted_amounts.get((tx.side, tx.cur))
         if srt:
             cents, ids = srt
-            hi = tx.cents + max(300, min(2500, tx.cents // 100))
-            lo_i, hi_i = bisect_right(cents, tx.cents), bisect_right(cents, hi)
-            if hi_i - lo_i <= 40:
-                cand.update(ids[lo_i:hi_i])
+            # A little more than the line (a fee taken on the way) or a little less.
+            a = bisect_left(cents, tx.cents - _over_limit(tx.cents))
+            b = bisect_right(cents, tx.cents + _fee_limit(tx.cents))
+            if b - a <= 30:
+                cand.update(ids[a:b])
             else:
-                cand.update(d for d in ids[lo_i:hi_i] if index.docs[d].party in good)
-            over = tx.cents - min(500, max(100, tx.cents // 200))
-            lo_o = bisect_left(cents, over)
-            hi_o = bisect_left(cents, tx.cents)
-            if hi_o - lo_o <= 20:
-                cand.update(ids[lo_o:hi_o])
+                cand.update(d for d in ids[a:b] if docs[d].party in prior)
         # Documents in another currency, converted at a plausible rate.
         for cur in index.currencies_by_side.get(tx.side, ()):
             if cur == tx.cur:
@@ -840,69 +1080,73 @@ class _Matcher:
                 continue
             center, spread = rate
             found = index.sorted_amounts[(tx.side, cur)]
-            lo = tx.cents / (center * (1 + 4 * spread))
-            hi = tx.cents / (center * (1 - 4 * spread))
-            a, b = bisect_left(found[0], lo), bisect_right(found[0], hi)
-            if b - a <= 40:
+            a = bisect_left(found[0], tx.cents / (center * (1 + 4 * spread)))
+            b = bisect_right(found[0], tx.cents / (center * (1 - 4 * spread)))
+            if b - a <= 30:
                 cand.update(found[1][a:b])
             else:
-                cand.update(d for d in found[1][a:b] if index.docs[d].party in good)
-        # Part payments of documents of a strongly matching counterparty.
-        for p, s in tx.parties:
-            if s < 80:
-                break
-            for d in index.parties[p].docs[tx.side]:
-                doc = index.docs[d]
-                if doc.cur == tx.cur and doc.cents > tx.cents and doc.issue <= tx.pay + 7 \
-                        and self._instalment_partner(tx, doc) is not None:
-                    cand.add(d)
+                cand.update(d for d in found[1][a:b] if docs[d].party in prior)
+        if tx.free:
+            # Part payments of documents of a counterparty the name designates: a round share
+            # of the document, or the rest paid by another line of the same counterparty.
+            t = tx.cents
+            for p, lp in prior.items():
+                if lp < -4.5:
+                    continue
+                shares = self._fractions(p, tx.side, tx.cur)
+                for c in (t - 1, t, t + 1):
+                    for d in shares.get(c, ()):
+                        if docs[d].cents > t:
+                            cand.add(d)
+                if lp < -2.5:
+                    continue
+                for name_key, _ in self.names_by_party.get(p, ()):
+                    lines = self.tx_by_name.get((name_key, tx.side))
+                    if not lines:
+                        continue
+                    for c2, others in lines.items():
+                        found_docs = index.party_amounts.get((p, tx.side, tx.cur, t + c2))
+                        if found_docs and (len(others) > 1 or others[0] != tx.i):
+                            cand.update(found_docs)
+        return cand
 
-        hyps = []
-        for d in cand:
-            h = self._single(tx, d)
-            if h is not None:
-                hyps.append(h)
-        self._series_dates(tx, hyps)
-
-        best = max((h.score for h in hyps), default=-99.0)
-        groups = self._groups_from_refs(tx)
-        if best < _W_NONE + 4.0:
-            groups.extend(self._groups_from_party(tx))
-        seen = set()
-        for g in groups:
-            key = frozenset(g.docs)
-            if key not in seen:
-                seen.add(key)
-                hyps.append(g)
-        return hyps
-
-    def _series_dates(self, tx: _Tx, hyps: list[_Hyp]) -> None:
+    def _series_dates(self, tx: _Tx, singles: list[list]) -> dict[int, tuple[float, str]]:
         """Tell apart recurring invoices of one counterparty with the same amount by date.
 
         The instance issued just before the payment wins only when every other instance is
-        clearly further away (issued at least 20 days earlier and not due around the payment
+        clearly further away (issued at least 20 days apart and not due around the payment
         date); otherwise they stay tied and go to review.
         """
-        groups: dict[tuple[int, int], list[_Hyp]] = defaultdict(list)
-        for h in hyps:
-            if h.sort_key in ("exact", "fee"):
-                doc = self.index.docs[h.docs[0]]
-                groups[(doc.party, doc.cents)].append(h)
+        docs = self.index.docs
+        groups: dict[tuple[int, int], list[list]] | None = None
+        for row in singles:
+            if row[2] == "exact" or row[2] == "fee":
+                doc = docs[row[1]]
+                if groups is None:
+                    groups = defaultdict(list)
+                groups[(doc.party, doc.cents)].append(row)
+        bonus: dict[int, tuple[float, str]] = {}
+        if not groups:
+            return bonus
         for members in groups.values():
             if len(members) < 2:
                 continue
-            docs = [self.index.docs[h.docs[0]] for h in members]
-            lags = [tx.pay - d.issue for d in docs]
+            rows = [docs[m[1]] for m in members]
+            lags = [tx.pay - r.issue for r in rows]
             order = sorted(range(len(members)), key=lambda k: (lags[k] < -3, abs(lags[k])))
             first = order[0]
             if not (-3 <= lags[first] <= 10):
                 continue
-            if any(abs(docs[k].issue - docs[first].issue) < 20 or abs(tx.pay - docs[k].due) <= 5
+            if any(abs(rows[k].issue - rows[first].issue) < 20 or abs(tx.pay - rows[k].due) <= 5
                    for k in order[1:]):
                 continue
-            members[first].add("series", 3.0,
-                               f"issued {lags[first]} days before payment; the other open invoices "
-                               f"with this amount are at least 20 days apart")
+            members[first][0] += _W_SERIES
+            bonus[members[first][1]] = (
+                _W_SERIES,
+                f"issued {lags[first]} days before payment; the other open invoices with this amount "
+                f"are at least 20 days apart",
+            )
+        return bonus
 
     def _groups_from_refs(self, tx: _Tx) -> list[_Hyp]:
         index = self.index
@@ -915,28 +1159,33 @@ class _Matcher:
         for p, docs in by_party.items():
             if len(docs) < 2 or len(docs) > 8:
                 continue
-            fee = max(300, min(2500, tx.cents // 100))
+            fee = _fee_limit(tx.cents)
+            pool = self._pool(tx, p)
             for k in range(len(docs), 1, -1):
                 for combo in combinations(docs, k):
                     total = sum(index.docs[d].cents for d in combo)
                     if 0 <= total - tx.cents <= fee:
-                        out.append(self._group(tx, combo, 1, "reference"))
+                        out.append(self._group(tx, combo, len(pool)))
         return out
+
+    def _pool(self, tx: _Tx, p: int) -> list[_Doc]:
+        """A party's open documents that could be part of a grouped payment on this line."""
+        docs = self.index.docs
+        rows = [docs[d] for d in self.index.parties[p].docs[tx.side]]
+        return [r for r in rows if r.cur == tx.cur and r.cents < tx.cents and tx.pay - 200 <= r.issue <= tx.pay + 3]
 
     def _groups_from_party(self, tx: _Tx) -> list[_Hyp]:
         """Subsets (2-4 invoices) of one counterparty's open invoices adding up to the line."""
-        index = self.index
         out = []
-        for p, s in tx.parties[:12]:
-            if s < 65:
+        ranked = sorted(tx.prior.items(), key=lambda kv: -kv[1])[:80]
+        target = tx.cents
+        for p, lp in ranked:
+            if lp < -5.5:
                 break
-            rows = [index.docs[d] for d in index.parties[p].docs[tx.side]]
-            rows = [r for r in rows if r.cur == tx.cur and r.cents < tx.cents
-                    and tx.pay - 200 <= r.issue <= tx.pay + 3]
+            rows = self._pool(tx, p)
             n = len(rows)
             if n < 2 or n > 60:
                 continue
-            target = tx.cents
             by_cents: dict[int, list[int]] = defaultdict(list)
             for k, r in enumerate(rows):
                 by_cents[r.cents].append(k)
@@ -950,7 +1199,7 @@ class _Matcher:
                         pair_sums[sab].append((a, b))
                     elif sab == target:
                         found.append((a, b))
-            # Triples: pair + one more; quadruples: pair + pair (disjoint, ordered).
+            # Triples: a pair plus one more; quadruples: two disjoint pairs.
             for sab, pairs in pair_sums.items():
                 for c in by_cents.get(target - sab, ()):
                     for a, b in pairs:
@@ -964,41 +1213,60 @@ class _Matcher:
                                 found.append((a, b, c, d))
                 if len(found) > 20:
                     break
-            tried = n * (n - 1) // 2 * max(1, n // 2)
             for combo in found[:20]:
-                out.append(self._group(tx, tuple(rows[k].i for k in combo), tried, "search"))
+                out.append(self._group(tx, tuple(rows[k].i for k in combo), n))
         return out
 
     def result(self, tx: _Tx, auto_threshold: int, review_threshold: int) -> Result:
-        hyps = self._hypotheses(tx)
-        if not hyps:
+        tx.g = self.density(tx.side, tx.cur, tx.cents, tx)
+        singles: list[list] = []
+        for d in self._candidates(tx):
+            r = self._single(tx, d)
+            if r is not None:
+                singles.append([r[0], d, r[1]])
+        bonus = self._series_dates(tx, singles)
+        best = max((row[0] for row in singles), default=-99.0)
+        groups = self._groups_from_refs(tx)
+        if best < _S_NONE + 6.0:
+            groups.extend(self._groups_from_party(tx))
+        entries: list[tuple[float, tuple[int, ...], _Hyp | None]] = [(row[0], (row[1],), None) for row in singles]
+        seen: set[frozenset[int]] = set()
+        for g in groups:
+            key = frozenset(g.docs)
+            if key not in seen:
+                seen.add(key)
+                entries.append((g.score, g.docs, g))
+        if not entries:
             return Result(tx.src.id, "refused", 0, [])
-        hyps.sort(key=lambda h: (-h.score, len(h.docs), h.docs))
-        top = hyps[0].score
-        norm = math.exp(_W_NONE - top) + sum(math.exp(h.score - top) for h in hyps)
-        kept = hyps[:5]
+        entries.sort(key=lambda e: (-e[0], len(e[1]), e[1]))
+        top = max(entries[0][0], _S_NONE)
+        norm = math.exp(_S_NONE - top) + sum(math.exp(e[0] - top) for e in entries)
+        kept = entries[:5]
         candidates = []
         docs = self.index.docs
-        for h in kept:
-            p = math.exp(h.score - top) / norm
-            conf = min(99, int(p * 100))
+        for score, ids, h in kept:
+            if h is None:
+                h = self._single(tx, ids[0], explain=True)
+                extra = bonus.get(ids[0])
+                if extra is not None:
+                    h.add("series", extra[0], extra[1])
+            conf = min(99, int(math.exp(score - top) / norm * 100))
             candidates.append(Candidate(
                 tuple(docs[d].src.id for d in h.docs),
                 tuple(Decimal(a).scaleb(-2) for a in h.alloc),
                 conf,
-                [Feature(n, round(w, 2), t) for n, w, t in h.feats],
+                [Feature(n, round(w, 2), t() if callable(t) else t) for n, w, t in h.feats],
             ))
         conf = candidates[0].confidence
-        tied = len(kept) > 1 and kept[0].score - kept[1].score < _TIE_MARGIN
-        if conf >= auto_threshold and not tied:
+        tied = len(kept) > 1 and kept[0][0] - kept[1][0] < _TIE_MARGIN
+        if tied and conf >= auto_threshold:
+            conf = auto_threshold - 1  # equal evidence for two answers is never auto-posted
+        if conf >= auto_threshold:
             decision = "auto"
         elif conf >= review_threshold:
             decision = "review"
         else:
             decision = "refused"
-        if tied and conf >= auto_threshold:
-            conf = auto_threshold - 1
-            decision = "review" if conf >= review_threshold else "refused"
         return Result(tx.src.id, decision, conf, candidates)
 
 
@@ -1016,17 +1284,14 @@ def reconcile(
     ``review`` from ``review_threshold``, otherwise ``refused`` (candidates are still listed).
     """
     index = _Index(documents)
-    matcher = _Matcher(index, history)
     txs = [_Tx(i, t) for i, t in enumerate(transactions)]
-    matcher.txs = txs
+    matcher = _Matcher(index, txs, history)
     # Pass 1: who each line is likely to be, and which numbers it quotes.
     for tx in txs:
-        tx.parties = index.parties_for(tx)
+        index.identify(tx)
         tx.refs = _reference_hits(tx, index)
-        for p, s in tx.parties:
-            if s < 70:
-                break
-            matcher.tx_by_party[(p, tx.side)][tx.cents].append(tx.i)
+        tx.ref_strong = any(w >= 5.0 for w, _ in tx.refs.values())
+    matcher.index_transactions()
     matcher.fx.learn(txs, index)
     # Pass 2: score the hypotheses of each line.
     return [matcher.result(tx, auto_threshold, review_threshold) for tx in txs]
