@@ -378,6 +378,10 @@ class _Parser:
         token = self.next("* or count(*)")
         if token.text == "*":
             pass
+        elif token.kind == "word" and token.text.upper() in _KEYWORDS:
+            raise QueryError(
+                f'QueryParserError: Encountered "{token.text}" at column {token.position + 1}, expected * or count(*)'
+            )
         elif token.kind == "word" and token.text.lower() == "count":
             self.expect_punct("(")
             self.expect_punct("*")
@@ -520,7 +524,8 @@ def path_values(row: Mapping[str, Any], path: Sequence[str]) -> list[Any]:
         nodes = found
         if not nodes:
             break
-    return nodes
+    # A reference compares by its value: ``WHERE VendorRef = '58'`` (§1.6 Ref objects).
+    return [node["value"] if isinstance(node, dict) and "value" in node else node for node in nodes]
 
 
 def _as_number(value: Any) -> float | None:
@@ -2333,11 +2338,11 @@ class QuickBooksSandbox(FakeAPI):
         }
         if refresh is not None:
             body["refresh_token"] = refresh.token
-            body["x_refresh_token_expires_in"] = max(0, int((refresh.expires_at - now).total_seconds()))
+            body["x_refresh_token_expires_in"] = max(0, round((refresh.expires_at - now).total_seconds()))
             if getattr(self, "_want_hard_expiry", False):
                 # §1.2: only when the request carries x-include-refresh-token-hard-expires-in: true.
                 body["x_refresh_token_hard_expires_in"] = max(
-                    0, int((self._hard_expiry(access.grant) - now).total_seconds())
+                    0, round((self._hard_expiry(access.grant) - now).total_seconds())
                 )
         return body
 
