@@ -15,6 +15,7 @@ from connectors.sandbox.base import FakeAPI
 
 SANDBOXES: dict[str, str] = {
     "qonto": "connectors.qonto.sandbox.QontoSandbox",
+    "pennylane": "connectors.pennylane.sandbox.PennylaneSandbox",
     "quickbooks": "connectors.quickbooks.sandbox.QuickBooksSandbox",
 }
 
