@@ -8,18 +8,30 @@ due push, so one slow provider account never holds up the others. The work itsel
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
 from django_q.tasks import async_task
 
-from connectors import outbox, webhooks
-from connectors.models import Connection, SyncRun
+from connectors import oauth, outbox, webhooks
+from connectors.base import ConnectorError
+from connectors.models import Connection, Push, SyncEvent, SyncRun, WebhookEvent
 from connectors.sync import sync_connection
 
 
 def sync_connection_task(connection_id: int, trigger: str = "schedule", full: bool = False) -> dict[str, Any]:
-    """Run one sync; returns a summary that django-q2 keeps as the task result."""
+    """Run one sync; returns a summary that django-q2 keeps as the task result.
+
+    When the run brought new or changed records, every task named in
+    ``settings.AFTER_SYNC_TASKS`` is enqueued with ``(connection_id, changed)``: that is how
+    the apps downstream (reconciliation) react to new data without this app knowing them.
+    """
     run = sync_connection(connection_id, trigger=trigger, full=full)
+    if run.changed:
+        for task in getattr(settings, "AFTER_SYNC_TASKS", []):
+            async_task(task, connection_id, run.changed)
     return {"run": run.pk, "outcome": run.outcome, "changed": run.changed, "error": run.error}
 
 
@@ -50,3 +62,31 @@ def send_push_task(push_id: int) -> str:
 
 def drain_outbox() -> int:
     return outbox.drain_outbox()
+
+
+def refresh_due_tokens() -> int:
+    """Refresh OAuth access tokens that expire soon, so no sync starts on a dying token.
+
+    Each refresh takes the connection's row lock (``oauth.refresh``), so this job and a sync
+    refreshing the same token at once spend the refresh token only once.
+    """
+    refreshed = 0
+    for connection_id in oauth.due_for_refresh():
+        try:
+            refreshed += bool(oauth.refresh(connection_id))
+        except ConnectorError:
+            # oauth.refresh already flagged the connection (needs_attention) with the reason.
+            continue
+    return refreshed
+
+
+def prune_history(days: int | None = None) -> dict[str, int]:
+    """Delete sync runs, events, webhook events and finished pushes older than the retention."""
+    keep = days if days is not None else settings.HISTORY_RETENTION_DAYS
+    cutoff = timezone.now() - timedelta(days=keep)
+    return {
+        "events": SyncEvent.objects.filter(created_at__lt=cutoff).delete()[0],
+        "runs": SyncRun.objects.filter(started_at__lt=cutoff).exclude(outcome=SyncRun.Outcome.RUNNING).delete()[0],
+        "webhooks": WebhookEvent.objects.filter(received_at__lt=cutoff).delete()[0],
+        "pushes": Push.objects.filter(done_at__lt=cutoff, status=Push.Status.DONE).delete()[0],
+    }

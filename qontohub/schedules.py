@@ -36,6 +36,8 @@ SCHEDULES: list[Declared] = [
     Declared("heartbeat", "qontohub.tasks.heartbeat", MINUTES, minutes=1),
     Declared("qonto-sync", "connectors.tasks.sync_due_connections", MINUTES, minutes=15, kwargs={"provider": "qonto"}),
     Declared("outbox-drain", "connectors.tasks.drain_outbox", MINUTES, minutes=1),
+    Declared("token-refresh", "connectors.tasks.refresh_due_tokens", MINUTES, minutes=5),
+    Declared("history-prune", "connectors.tasks.prune_history", DAILY),
 ]
 
 

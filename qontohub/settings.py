@@ -255,6 +255,11 @@ LOGGING = {
 # Functions that add each app's demo data after ``seed_demo`` created the core workspace.
 DEMO_SEEDERS: list[str] = []
 
+# Tasks enqueued with (connection_id, changed) after a sync that brought new or changed records.
+AFTER_SYNC_TASKS: list[str] = []
+# Sync runs, events, webhook events and finished pushes older than this are pruned daily.
+HISTORY_RETENTION_DAYS = int(os.environ.get("HISTORY_RETENTION_DAYS", "90"))
+
 # --- Providers ----------------------------------------------------------------------------
 # Base URLs and the hub's own OAuth client per provider. Development points every provider at
 # its sandbox mounted on this hub; production sets the real URLs and client credentials.
