@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 PROVIDERS: dict[str, str] = {
     "qonto": "connectors.qonto.connector.QontoConnector",
+    "pennylane": "connectors.pennylane.connector.PennylaneConnector",
 }
 
 
