@@ -306,3 +306,8 @@ HTTP_TIMEOUT = (float(os.environ.get("HTTP_CONNECT_TIMEOUT", "5")), float(os.env
 HTTP_MAX_RETRIES = int(os.environ.get("HTTP_MAX_RETRIES", "4"))
 HTTP_BACKOFF_BASE = float(os.environ.get("HTTP_BACKOFF_BASE", "0.5"))
 HTTP_BACKOFF_CAP = float(os.environ.get("HTTP_BACKOFF_CAP", "30"))
+
+# --- After a sync -------------------------------------------------------------------------
+# Tasks (dotted paths) that connectors enqueue after a sync that brought new or changed records,
+# called as task(connection_id, changed); apps to the right hook in here, connectors import none.
+AFTER_SYNC_TASKS = ["reconciliation.tasks.after_sync"]
