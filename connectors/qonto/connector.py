@@ -5,13 +5,23 @@ the OAuth host (``/oauth2/auth``, ``/oauth2/token``, ``/oauth2/revoke``) with 1 
 and rotating 90-day refresh tokens (``offline_access``), the old refresh token staying valid for
 60 s after its first use; or an API key sent as ``Authorization: {login}:{secret}`` (not Basic).
 Calls to Qonto's sandbox environment also carry ``X-Qonto-Staging-Token``.
+
+What it reads is declared in ``streams.py``, how it writes in ``writes.py`` (called by the
+outbox), and webhook verification and subscription live in ``webhooks.py``; this class only
+points at them.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from connectors.base import Connector, OAuthSpec, Stream
+from connectors.base import Connector, OAuthSpec, Stream, WebhookCheck
+from connectors.qonto import webhooks, writes
+from connectors.qonto.streams import STREAMS
+
+if TYPE_CHECKING:
+    from connectors.models import Push
 
 
 class QontoConnector(Connector):
@@ -35,7 +45,7 @@ class QontoConnector(Connector):
         ),
         refresh_grace_seconds=60,
     )
-    streams: ClassVar[tuple[type[Stream], ...]] = ()
+    streams: ClassVar[tuple[type[Stream], ...]] = STREAMS
 
     def auth_headers(self) -> dict[str, str]:
         credentials: dict[str, Any] = self.connection.credentials or {}
@@ -53,3 +63,23 @@ class QontoConnector(Connector):
         return str(organization.get("slug") or organization.get("id")), str(
             organization.get("legal_name") or organization.get("name") or organization.get("slug")
         )
+
+    # --- webhooks ---------------------------------------------------------------------------
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookCheck:
+        return webhooks.verify(self, headers, body)
+
+    def on_connect(self) -> None:
+        webhooks.subscribe(self)
+
+    def on_disconnect(self) -> None:
+        webhooks.unsubscribe(self)
+
+    # --- writes (outbox actions: "client.create" calls push_client_create) ---------------------
+    def push_client_create(self, push: Push) -> tuple[str, dict[str, Any]]:
+        return writes.push_client_create(self, push)
+
+    def push_client_update(self, push: Push) -> tuple[str, dict[str, Any]]:
+        return writes.push_client_update(self, push)
+
+    def push_supplier_invoice_upload(self, push: Push) -> tuple[str, dict[str, Any]]:
+        return writes.push_supplier_invoice_upload(self, push)
