@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import date
@@ -94,15 +95,22 @@ def write_results(results: Sequence[Result], path: str | Path) -> None:
     out.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
 
 
-def run_file(dataset_path: str | Path, output_path: str | Path, *, baseline: bool = False) -> dict:
-    """Load, match and write; returns the timings in seconds and the decision counts."""
+def run_file(dataset_path: str | Path, output_path: str | Path, *, baseline: bool = False,
+             workers: int | None = None) -> dict:
+    """Load, match and write; returns the timings in seconds and the decision counts.
+
+    ``workers`` defaults to the number of CPUs (at most 4): this runner is a single-threaded
+    command, so the engine may fork to score in parallel.
+    """
+    if workers is None:
+        workers = max(1, min(4, os.cpu_count() or 1))
     t0 = time.perf_counter()
     transactions, documents = load_dataset(dataset_path)
     t1 = time.perf_counter()
     if baseline:
         results = baseline_reconcile(transactions, documents)
     else:
-        results = reconcile(transactions, documents)
+        results = reconcile(transactions, documents, workers=workers)
     t2 = time.perf_counter()
     write_results(results, output_path)
     t3 = time.perf_counter()

@@ -29,7 +29,10 @@ prefixes), never by comparing every line with every document.
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import re
+import threading
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
@@ -512,6 +515,13 @@ class _Index:
         for k, rows in sorted_lists.items():
             rows.sort()
             self.sorted_amounts[k] = ([c for c, _ in rows], [i for _, i in rows])
+        by_party: dict[tuple[int, str, str], list[tuple[int, int]]] = defaultdict(list)
+        for (p, side, cur, cents), ids in self.party_amounts.items():
+            by_party[(p, side, cur)].extend((cents, i) for i in ids)
+        self.party_sorted: dict[tuple[int, str, str], tuple[list[int], list[int]]] = {}
+        for k, rows in by_party.items():
+            rows.sort()
+            self.party_sorted[k] = ([c for c, _ in rows], [i for _, i in rows])
         self.currencies_by_side: dict[str, set[str]] = defaultdict(set)
         for side, cur in sorted_lists:
             self.currencies_by_side[side].add(cur)
@@ -569,12 +579,13 @@ class _Index:
             c = name.compact
             if len(c) >= 3:
                 block.update(self.by_prefix.get(c[:4] if len(c) >= 4 else c[:3], ()))
-            for tok in name.tokens:
-                if len(tok) >= 3:
-                    posting = self.by_token.get(tok)
-                    # Common words ("services", "france") would drag in half the parties.
-                    if posting and len(posting) <= 150:
-                        block.update(posting)
+            # Plus the parties sharing the name's most distinctive word (reordered names);
+            # common words ("services", "france") would drag in half the parties.
+            postings = [self.by_token[t] for t in name.tokens if len(t) >= 3 and t in self.by_token]
+            if postings:
+                rarest = min(postings, key=len)
+                if len(rarest) <= 150:
+                    block.update(rarest)
             scored = []
             for p in block:
                 s = self.similarity(tx, p)
@@ -1060,17 +1071,23 @@ class _Matcher:
         if len(bucket) <= 30:
             cand.update(bucket)
         else:
-            cand.update(d for d in bucket if docs[d].party in prior)
+            by_party = index.party_amounts
+            for p in prior:
+                found = by_party.get((p, tx.side, tx.cur, tx.cents))
+                if found:
+                    cand.update(found)
+        # Near amounts are weak evidence on their own: only documents of counterparties the
+        # name designates, unless the name designates nobody (then the few closest).
         srt = index.sorted_amounts.get((tx.side, tx.cur))
         if srt:
             cents, ids = srt
             # A little more than the line (a fee taken on the way) or a little less.
-            a = bisect_left(cents, tx.cents - _over_limit(tx.cents))
-            b = bisect_right(cents, tx.cents + _fee_limit(tx.cents))
-            if b - a <= 30:
+            lo, hi = tx.cents - _over_limit(tx.cents), tx.cents + _fee_limit(tx.cents)
+            a, b = bisect_left(cents, lo), bisect_right(cents, hi)
+            if prior:
+                self._near(cand, prior, ids, a, b, tx.side, tx.cur, lo, hi)
+            elif b - a <= 10:
                 cand.update(ids[a:b])
-            else:
-                cand.update(d for d in ids[a:b] if docs[d].party in prior)
         # Documents in another currency, converted at a plausible rate.
         for cur in index.currencies_by_side.get(tx.side, ()):
             if cur == tx.cur:
@@ -1080,12 +1097,12 @@ class _Matcher:
                 continue
             center, spread = rate
             found = index.sorted_amounts[(tx.side, cur)]
-            a = bisect_left(found[0], tx.cents / (center * (1 + 4 * spread)))
-            b = bisect_right(found[0], tx.cents / (center * (1 - 4 * spread)))
-            if b - a <= 30:
+            lo, hi = tx.cents / (center * (1 + 4 * spread)), tx.cents / (center * (1 - 4 * spread))
+            a, b = bisect_left(found[0], lo), bisect_right(found[0], hi)
+            if prior:
+                self._near(cand, prior, found[1], a, b, tx.side, cur, lo, hi)
+            elif b - a <= 10:
                 cand.update(found[1][a:b])
-            else:
-                cand.update(d for d in found[1][a:b] if docs[d].party in prior)
         if tx.free:
             # Part payments of documents of a counterparty the name designates: a round share
             # of the document, or the rest paid by another line of the same counterparty.
@@ -1109,6 +1126,21 @@ class _Matcher:
                         if found_docs and (len(others) > 1 or others[0] != tx.i):
                             cand.update(found_docs)
         return cand
+
+    def _near(self, cand: set[int], prior: dict[int, float], ids: list[int], a: int, b: int,
+              side: str, cur: str, lo: float, hi: float) -> None:
+        """Documents of the named parties with an amount in [lo, hi] (window ids[a:b])."""
+        if b - a <= 3 * len(prior):
+            docs = self.index.docs
+            cand.update(d for d in ids[a:b] if docs[d].party in prior)
+            return
+        sorted_by_party = self.index.party_sorted
+        for p in prior:
+            found = sorted_by_party.get((p, side, cur))
+            if found:
+                i, j = bisect_left(found[0], lo), bisect_right(found[0], hi)
+                if i < j:
+                    cand.update(found[1][i:j])
 
     def _series_dates(self, tx: _Tx, singles: list[list]) -> dict[int, tuple[float, str]]:
         """Tell apart recurring invoices of one counterparty with the same amount by date.
@@ -1277,11 +1309,16 @@ def reconcile(
     auto_threshold: int = 85,
     review_threshold: int = 55,
     history: History | None = None,
+    workers: int = 1,
 ) -> list[Result]:
     """Match every transaction against the open documents; one Result per transaction, in order.
 
     ``auto`` when the best candidate's confidence reaches ``auto_threshold`` and it is not tied,
     ``review`` from ``review_threshold``, otherwise ``refused`` (candidates are still listed).
+
+    ``workers`` > 1 scores large batches in forked processes (POSIX only). Only for
+    single-threaded callers such as the command-line runner: forking a threaded web or queue
+    worker is unsafe, so the engine silently stays in-process when other threads are alive.
     """
     index = _Index(documents)
     txs = [_Tx(i, t) for i, t in enumerate(transactions)]
@@ -1294,7 +1331,56 @@ def reconcile(
     matcher.index_transactions()
     matcher.fx.learn(txs, index)
     # Pass 2: score the hypotheses of each line.
+    if workers > 1 and len(txs) >= 2000 and hasattr(os, "fork") and threading.active_count() == 1:
+        return _score_forked(matcher, txs, auto_threshold, review_threshold, workers)
     return [matcher.result(tx, auto_threshold, review_threshold) for tx in txs]
+
+
+def _encode(r: Result) -> tuple:
+    return (r.transaction_id, r.decision, r.confidence,
+            [(c.document_ids, tuple(int(a.scaleb(2)) for a in c.allocations), c.confidence,
+              [(f.name, f.score, f.explanation) for f in c.features]) for c in r.candidates])
+
+
+def _decode(row: tuple) -> Result:
+    tid, decision, conf, cands = row
+    return Result(tid, decision, conf, [
+        Candidate(ids, tuple(Decimal(a).scaleb(-2) for a in alloc), c, [Feature(*f) for f in feats])
+        for ids, alloc, c, feats in cands])
+
+
+def _score_forked(matcher: _Matcher, txs: list[_Tx], auto_threshold: int, review_threshold: int,
+                  workers: int) -> list[Result]:
+    """Score contiguous slices in forked children (they inherit the indexes copy-on-write)."""
+    size = -(-len(txs) // workers)
+    slices = [txs[k:k + size] for k in range(0, len(txs), size)]
+    children = []
+    for part in slices[1:]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: score, send, and leave without running the parent's cleanup
+            status = 1
+            try:
+                os.close(read_fd)
+                data = pickle.dumps([_encode(matcher.result(tx, auto_threshold, review_threshold))
+                                     for tx in part], protocol=pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(write_fd, "wb") as out:
+                    out.write(data)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        children.append((pid, read_fd, part))
+    results = [matcher.result(tx, auto_threshold, review_threshold) for tx in slices[0]]
+    for pid, read_fd, part in children:
+        with os.fdopen(read_fd, "rb") as inp:
+            data = inp.read()
+        _, status = os.waitpid(pid, 0)
+        if status == 0 and data:
+            results.extend(_decode(row) for row in pickle.loads(data))
+        else:  # a child failed: do its share here rather than lose it
+            results.extend(matcher.result(tx, auto_threshold, review_threshold) for tx in part)
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
