@@ -82,6 +82,8 @@ class ClientFile(TenantModel):
     activated_at = models.DateTimeField(null=True, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     reference_synced_at = models.DateTimeField(null=True, blank=True)
+    # The local date of the last evening push, so the hourly check pushes a daily file once a day.
+    daily_pushed_on = models.DateField(null=True, blank=True)
     last_push_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
