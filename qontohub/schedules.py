@@ -38,6 +38,9 @@ SCHEDULES: list[Declared] = [
     Declared("outbox-drain", "connectors.tasks.drain_outbox", MINUTES, minutes=1),
     Declared("token-refresh", "connectors.tasks.refresh_due_tokens", MINUTES, minutes=5),
     Declared("history-prune", "connectors.tasks.prune_history", DAILY),
+    Declared("accountant-realtime", "accountant.tasks.realtime_tick", MINUTES, minutes=5),
+    Declared("accountant-daily-push", "accountant.tasks.daily_tick", HOURLY),
+    Declared("accountant-weekly-accounts", "accountant.tasks.weekly_reference_sync", WEEKLY),
 ]
 
 
