@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import accountant.api  # noqa: F401
 import connectors.api  # noqa: F401  (registers its endpoints on the router)
 from qontohub import views
 from qontohub.api import router
