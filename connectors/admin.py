@@ -35,7 +35,8 @@ from connectors.models import (
 from connectors.registry import PROVIDERS, connector_class
 from connectors.resources import ValueMappingResource
 from qontohub.admin_base import ReadOnlyTenantAdmin, TenantAdmin
-from qontohub.models import Organization
+from qontohub.current import current_organization
+from qontohub.models import FirmMembership, Organization
 from qontohub.tenancy import MANAGE_ROLES, is_support, organization_ids_for
 
 

@@ -27,6 +27,7 @@ class ConnectionSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "organization",
+            "firm",
             "provider",
             "auth_method",
             "display_name",
