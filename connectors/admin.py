@@ -51,12 +51,13 @@ def status_badge(value: str, label: str) -> str:
 
 @admin.register(Connection)
 class ConnectionAdmin(TenantAdmin):
-    list_display = ["__str__", "organization", "provider", "status_display", "last_sync_at", "error_excerpt"]
+    list_display = ["__str__", "organization", "firm", "provider", "status_display", "last_sync_at", "error_excerpt"]
     list_filter = ["provider", "status", "organization"]
-    list_select_related = ["organization"]
+    list_select_related = ["organization", "firm"]
     search_fields = ["display_name", "external_account_id"]
     fields = [
         "organization",
+        "firm",
         "provider",
         "auth_method",
         "display_name",
@@ -79,6 +80,31 @@ class ConnectionAdmin(TenantAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         # Connections are created by the connect flows (OAuth or API key), not by a form.
         return False
+
+    # --- firm-owned connections (the accounting software; organization null, firm set) ------
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
+        qs = super().get_queryset(request)
+        firm_rows = Connection.objects.visible_to(request.user).filter(organization__isnull=True)
+        org = current_organization(request)
+        if org is not None:
+            firm_rows = firm_rows.filter(firm_id=org.firm_id)
+        return qs | firm_rows
+
+    def _firm_member(self, request: HttpRequest, obj: Connection) -> bool:
+        user = request.user
+        return bool(user.is_superuser or FirmMembership.objects.filter(user=user, firm_id=obj.firm_id).exists())
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.organization_id is None:
+            user = request.user
+            return bool(user.is_active and user.is_staff and (is_support(user) or self._firm_member(request, obj)))
+        return super().has_view_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.organization_id is None:
+            user = request.user
+            return bool(user.is_active and user.is_staff and not is_support(user) and self._firm_member(request, obj))
+        return super().has_change_permission(request, obj)
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Connection) -> str:
@@ -128,6 +154,8 @@ class ConnectionAdmin(TenantAdmin):
         providers = [
             {"slug": slug, "name": connector_class(slug).name, "methods": connector_class(slug).auth_methods}
             for slug in PROVIDERS
+            # Firm-owned providers (accounting software) are connected from the client files.
+            if getattr(connector_class(slug), "owner", "organization") != "firm"
         ]
         context = {
             **self.admin_site.each_context(request),
