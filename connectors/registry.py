@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 PROVIDERS: dict[str, str] = {
     "qonto": "connectors.qonto.connector.QontoConnector",
     "pennylane": "connectors.pennylane.connector.PennylaneConnector",
+    "quickbooks": "connectors.quickbooks.connector.QuickBooksConnector",
 }
 
 
