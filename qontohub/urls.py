@@ -10,6 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 import accountant.api  # noqa: F401
 import connectors.api  # noqa: F401  (registers its endpoints on the router)
+import reconciliation.api  # noqa: F401  (registers its endpoints on the router)
 from qontohub import views
 from qontohub.api import router
 

@@ -89,7 +89,7 @@ RESULT_STATUS = {
 # What a re-score writes on an undecided match.
 RESCORED_FIELDS = [
     "status", "band", "confidence", "candidates", "engine_version", "fingerprint", "scored_at",
-    "amount", "currency", "counterparty", "label", "occurred_on", "version",
+    "amount", "currency", "counterparty", "label", "occurred_on", "version", "decided_at",
 ]
 
 
@@ -487,6 +487,8 @@ def _write(r: Route, org_id: int, policy: MatchPolicy, scored: list[_Scored], st
                               **{subject_field: s.subject}, **values)
                 updates.append(match)
             if status == S.AUTO_POSTED:
+                # The engine decided: when is recorded, by whom stays empty ("the engine").
+                match.decided_at = now
                 posting.append((match, s))
             summary.auto_posted += status == S.AUTO_POSTED
             summary.proposed += status == S.PROPOSED
