@@ -2,9 +2,11 @@
 
 Schedules (``qontohub/schedules.py``) only fan out one task per due client file:
 
-* ``realtime_tick`` (every few minutes): builds the entries of *realtime* files from what the
-  Qonto sync brought (``services.build_entries`` pushes them right after validation) and
-  settles every push the outbox finished meanwhile;
+* ``after_sync`` (named in ``settings.AFTER_SYNC_TASKS``, not a schedule): right after a Qonto
+  sync brought new records, the organisation's *realtime* file builds its entries, and
+  ``services.build_entries`` pushes them as soon as they validate;
+* ``realtime_tick`` (every few minutes): the same for every realtime file (a safety net for
+  syncs whose hook failed) and settles every push the outbox finished or retried meanwhile;
 * ``daily_tick`` (hourly): once a day, from ``EVENING_HOUR`` in the organisation's time zone,
   builds and pushes every *daily* file — hourly rather than a fixed-time schedule so that a
   worker that was down at that hour still pushes the same evening, and each file follows its
@@ -39,6 +41,24 @@ def _active(frequency: str | None = None) -> Any:
     if frequency is not None:
         files = files.filter(sync_frequency=frequency)
     return files.select_related("organization")
+
+
+def after_sync(connection_id: int, changed: int = 0) -> int:
+    """Named in ``settings.AFTER_SYNC_TASKS``: a Qonto sync brought new data, so a realtime file
+    of that organisation builds (and pushes) its new entries now rather than at the next tick."""
+    from connectors.models import Connection
+
+    connection = Connection.objects.filter(pk=connection_id, provider="qonto").first()
+    if connection is None or connection.organization_id is None:
+        return 0
+    ids = list(
+        _active(ClientFile.Frequency.REALTIME)
+        .filter(organization_id=connection.organization_id)
+        .values_list("pk", flat=True)
+    )
+    for file_id in ids:
+        build_client_file(file_id)
+    return len(ids)
 
 
 def realtime_tick() -> int:
