@@ -254,6 +254,7 @@ LOGGING = {
 
 # Functions that add each app's demo data after ``seed_demo`` created the core workspace.
 DEMO_SEEDERS: list[str] = []
+DEMO_SEEDERS.append("accountant.demo.seed_accountant")
 
 # Tasks enqueued with (connection_id, changed) after a sync that brought new or changed records.
 AFTER_SYNC_TASKS: list[str] = []
@@ -311,3 +312,4 @@ HTTP_BACKOFF_CAP = float(os.environ.get("HTTP_BACKOFF_CAP", "30"))
 # Tasks (dotted paths) that connectors enqueue after a sync that brought new or changed records,
 # called as task(connection_id, changed); apps to the right hook in here, connectors import none.
 AFTER_SYNC_TASKS = ["reconciliation.tasks.after_sync"]
+AFTER_SYNC_TASKS.append("accountant.tasks.after_sync")
