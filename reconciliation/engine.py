@@ -375,6 +375,7 @@ _W_REF_MISS = -1.5  # the line quotes another document's number
 _W_KIND_UNUSUAL = -1.0
 _W_SERIES = 4.0
 _TIE_MARGIN = 0.05
+_LP_NEGLIGIBLE = -6.0  # parties the name gives less than e^-6 of its mass: near amounts ignored
 
 
 def _fee_limit(cents: int) -> int:
@@ -772,8 +773,8 @@ class _Matcher:
         # instalment of a split without comparing every pair of lines.
         self.tx_by_name: dict[tuple[str, str], dict[int, list[int]]] = {}
         self.names_by_party: dict[int, list[tuple[str, float]]] = defaultdict(list)
-        self.party_tx_count: dict[tuple[int, str], int] = {}
-        self.fraction_maps: dict[tuple[int, str, str], dict[int, list[int]]] = {}
+        self.party_lines: dict[tuple[int, str], tuple[dict[int, list[tuple[int, float]]], int]] = {}
+        self.named_cache: dict[tuple[str, str], dict[str, tuple[list[int], list[int]]]] = {}
 
     # -- batch-level statistics ---------------------------------------------------------------
 
@@ -840,32 +841,22 @@ class _Matcher:
         same_doc = self.amount_count.get((side, cur, cents), 0)
         return local + 0.5 * (max(0, same_tx) / n_tx + max(0, same_doc - 1) / n_doc)
 
-    def _party_lines(self, p: int, side: str) -> int:
+    def _party_lines(self, p: int, side: str) -> tuple[dict[int, list[tuple[int, float]]], int]:
+        """Lines whose bank name may designate party p: amount -> [(line, log P(p | name))]."""
         key = (p, side)
-        n = self.party_tx_count.get(key)
-        if n is None:
+        found = self.party_lines.get(key)
+        if found is None:
+            by_amount: dict[int, list[tuple[int, float]]] = {}
             n = 0
-            for name_key, _ in self.names_by_party.get(p, ()):
+            for name_key, lp in self.names_by_party.get(p, ()):
                 bucket = self.tx_by_name.get((name_key, side))
                 if bucket:
-                    n += sum(len(v) for v in bucket.values())
-            self.party_tx_count[key] = n
-        return n
-
-    def _fractions(self, p: int, side: str, cur: str) -> dict[int, list[int]]:
-        """Round shares (10%, 30%, a third, half ...) of a party's documents -> documents."""
-        key = (p, side, cur)
-        found = self.fraction_maps.get(key)
-        if found is None:
-            found = {}
-            docs = self.index.docs
-            for d in self.index.parties[p].docs[side]:
-                doc = docs[d]
-                if doc.cur != cur:
-                    continue
-                for f in _ROUND_FRACTIONS:
-                    found.setdefault(int(doc.cents * f + 0.5), []).append(d)
-            self.fraction_maps[key] = found
+                    for cents, lines in bucket.items():
+                        slot = by_amount.setdefault(cents, [])
+                        slot.extend((o, lp) for o in lines)
+                        n += len(lines)
+            found = (by_amount, n)
+            self.party_lines[key] = found
         return found
 
     # -- evidence pieces ----------------------------------------------------------------------
@@ -891,20 +882,17 @@ class _Matcher:
     def _instalment_partner(self, tx: _Tx, doc: _Doc) -> tuple[int, float] | None:
         """Another line of the same counterparty paying exactly the rest of the document."""
         rest = doc.cents - tx.cents
+        lines, n_lines = self._party_lines(doc.party, tx.side)
         best: tuple[int, float] | None = None
         txs = self.txs
-        for name_key, lp in self.names_by_party.get(doc.party, ()):
-            bucket = self.tx_by_name.get((name_key, tx.side))
-            if not bucket:
-                continue
-            for o in bucket.get(rest, ()):
-                if o != tx.i and txs[o].cur == tx.cur and txs[o].pay >= doc.issue - 7:
-                    if best is None or lp > best[1]:
-                        best = (o, lp)
+        for o, lp in lines.get(rest, ()):
+            if o != tx.i and txs[o].cur == tx.cur and txs[o].pay >= doc.issue - 7:
+                if best is None or lp > best[1]:
+                    best = (o, lp)
         if best is None:
             return None
         # Chance that some line of this counterparty has exactly that amount anyway.
-        chance = self._party_lines(doc.party, tx.side) * self.density(tx.side, tx.cur, rest, None)
+        chance = n_lines * self.density(tx.side, tx.cur, rest, None)
         return best[0], math.log1p(0.8 * math.exp(best[1]) / max(chance, 1e-9))
 
     def _id_evidence(self, tx: _Tx, p: int) -> list[tuple[str, float, str]]:
@@ -1059,88 +1047,93 @@ class _Matcher:
 
     # -- per transaction ----------------------------------------------------------------------
 
+    def _named_docs(self, tx: _Tx) -> dict[str, tuple[list[int], list[int]]]:
+        """Open documents of the parties the bank name may designate, per currency, by amount.
+
+        Shared by every line with the same bank name and side, so that a vague name ("NOVA",
+        matching forty parties) costs one lookup per window instead of one per party.
+        """
+        key = (tx.name_key, tx.side)
+        found = self.named_cache.get(key)
+        if found is None:
+            docs = self.index.docs
+            parties = self.index.parties
+            rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            for p, lp in tx.prior.items():
+                if lp < _LP_NEGLIGIBLE:
+                    continue
+                for d in parties[p].docs[tx.side]:
+                    doc = docs[d]
+                    rows[doc.cur].append((doc.cents, d))
+            found = {}
+            for cur, pairs in rows.items():
+                pairs.sort()
+                found[cur] = ([c for c, _ in pairs], [d for _, d in pairs])
+            self.named_cache[key] = found
+        return found
+
     def _candidates(self, tx: _Tx) -> set[int]:
         """Documents worth scoring for this line, found through the indexes only."""
         index = self.index
         docs = index.docs
         prior = tx.prior
+        t = tx.cents
         cand: set[int] = set(tx.refs)
-        # Exact amount, possibly among hundreds of documents sharing a round price: then only
-        # those of counterparties the name designates.
-        bucket = index.by_amount.get((tx.side, tx.cur, tx.cents), ())
+        # Exact amount: every document when few share it; among hundreds sharing a round price,
+        # only those of counterparties the name designates.
+        bucket = index.by_amount.get((tx.side, tx.cur, t), ())
         if len(bucket) <= 30:
             cand.update(bucket)
-        else:
-            by_party = index.party_amounts
-            for p in prior:
-                found = by_party.get((p, tx.side, tx.cur, tx.cents))
-                if found:
-                    cand.update(found)
-        # Near amounts are weak evidence on their own: only documents of counterparties the
-        # name designates, unless the name designates nobody (then the few closest).
-        srt = index.sorted_amounts.get((tx.side, tx.cur))
-        if srt:
-            cents, ids = srt
-            # A little more than the line (a fee taken on the way) or a little less.
-            lo, hi = tx.cents - _over_limit(tx.cents), tx.cents + _fee_limit(tx.cents)
-            a, b = bisect_left(cents, lo), bisect_right(cents, hi)
-            if prior:
-                self._near(cand, prior, ids, a, b, tx.side, tx.cur, lo, hi)
-            elif b - a <= 10:
-                cand.update(ids[a:b])
+        if not prior:
+            # A name that designates nobody: near amounts only when very few documents are close.
+            srt = index.sorted_amounts.get((tx.side, tx.cur))
+            if srt:
+                a = bisect_left(srt[0], t - _over_limit(t))
+                b = bisect_right(srt[0], t + _fee_limit(t))
+                if b - a <= 10:
+                    cand.update(srt[1][a:b])
+            return cand
+        named = self._named_docs(tx)
+        own = named.get(tx.cur)
+        if own is not None:
+            cents, ids = own
+            # Exact, a little more than the line (a fee taken on the way) or a little less.
+            a = bisect_left(cents, t - _over_limit(t))
+            b = bisect_right(cents, t + _fee_limit(t))
+            cand.update(ids[a:b])
         # Documents in another currency, converted at a plausible rate.
-        for cur in index.currencies_by_side.get(tx.side, ()):
+        for cur, (cents, ids) in named.items():
             if cur == tx.cur:
                 continue
             rate = self.fx.rate(cur, tx.cur)
             if rate is None:
                 continue
             center, spread = rate
-            found = index.sorted_amounts[(tx.side, cur)]
-            lo, hi = tx.cents / (center * (1 + 4 * spread)), tx.cents / (center * (1 - 4 * spread))
-            a, b = bisect_left(found[0], lo), bisect_right(found[0], hi)
-            if prior:
-                self._near(cand, prior, found[1], a, b, tx.side, cur, lo, hi)
-            elif b - a <= 10:
-                cand.update(found[1][a:b])
-        if tx.free:
+            a = bisect_left(cents, t / (center * (1 + 4 * spread)))
+            b = bisect_right(cents, t / (center * (1 - 4 * spread)))
+            cand.update(ids[a:b])
+        if tx.free and own is not None:
             # Part payments of documents of a counterparty the name designates: a round share
             # of the document, or the rest paid by another line of the same counterparty.
-            t = tx.cents
+            cents, ids = own
+            for f in _ROUND_FRACTIONS:
+                a = bisect_left(cents, (t - 1) / f)
+                b = bisect_right(cents, (t + 1) / f)
+                for k in range(a, b):
+                    d = ids[k]
+                    if cents[k] > t and prior[docs[d].party] >= -4.5:
+                        cand.add(d)
             for p, lp in prior.items():
-                if lp < -4.5:
-                    continue
-                shares = self._fractions(p, tx.side, tx.cur)
-                for c in (t - 1, t, t + 1):
-                    for d in shares.get(c, ()):
-                        if docs[d].cents > t:
-                            cand.add(d)
                 if lp < -2.5:
                     continue
-                for name_key, _ in self.names_by_party.get(p, ()):
-                    lines = self.tx_by_name.get((name_key, tx.side))
-                    if not lines:
-                        continue
-                    for c2, others in lines.items():
-                        found_docs = index.party_amounts.get((p, tx.side, tx.cur, t + c2))
-                        if found_docs and (len(others) > 1 or others[0] != tx.i):
-                            cand.update(found_docs)
+                lines = self._party_lines(p, tx.side)[0]
+                for d in index.parties[p].docs[tx.side]:
+                    doc = docs[d]
+                    if doc.cents > t and doc.cur == tx.cur:
+                        others = lines.get(doc.cents - t)
+                        if others and (len(others) > 1 or others[0][0] != tx.i):
+                            cand.add(d)
         return cand
-
-    def _near(self, cand: set[int], prior: dict[int, float], ids: list[int], a: int, b: int,
-              side: str, cur: str, lo: float, hi: float) -> None:
-        """Documents of the named parties with an amount in [lo, hi] (window ids[a:b])."""
-        if b - a <= 3 * len(prior):
-            docs = self.index.docs
-            cand.update(d for d in ids[a:b] if docs[d].party in prior)
-            return
-        sorted_by_party = self.index.party_sorted
-        for p in prior:
-            found = sorted_by_party.get((p, side, cur))
-            if found:
-                i, j = bisect_left(found[0], lo), bisect_right(found[0], hi)
-                if i < j:
-                    cand.update(found[1][i:j])
 
     def _series_dates(self, tx: _Tx, singles: list[list]) -> dict[int, tuple[float, str]]:
         """Tell apart recurring invoices of one counterparty with the same amount by date.
@@ -1202,9 +1195,13 @@ class _Matcher:
 
     def _pool(self, tx: _Tx, p: int) -> list[_Doc]:
         """A party's open documents that could be part of a grouped payment on this line."""
+        found = self.index.party_sorted.get((p, tx.side, tx.cur))
+        if not found:
+            return []
         docs = self.index.docs
-        rows = [docs[d] for d in self.index.parties[p].docs[tx.side]]
-        return [r for r in rows if r.cur == tx.cur and r.cents < tx.cents and tx.pay - 200 <= r.issue <= tx.pay + 3]
+        lo, hi = tx.pay - 200, tx.pay + 3
+        end = bisect_left(found[0], tx.cents)
+        return [r for r in (docs[d] for d in found[1][:end]) if lo <= r.issue <= hi]
 
     def _groups_from_party(self, tx: _Tx) -> list[_Hyp]:
         """Subsets (2-4 invoices) of one counterparty's open invoices adding up to the line."""
@@ -1216,7 +1213,7 @@ class _Matcher:
                 break
             rows = self._pool(tx, p)
             n = len(rows)
-            if n < 2 or n > 60:
+            if n < 2 or n > 60 or sum(r.cents for r in rows) < target:
                 continue
             by_cents: dict[int, list[int]] = defaultdict(list)
             for k, r in enumerate(rows):
@@ -1259,7 +1256,7 @@ class _Matcher:
         bonus = self._series_dates(tx, singles)
         best = max((row[0] for row in singles), default=-99.0)
         groups = self._groups_from_refs(tx)
-        if best < _S_NONE + 6.0:
+        if tx.free and best < _S_NONE + 6.0:
             groups.extend(self._groups_from_party(tx))
         entries: list[tuple[float, tuple[int, ...], _Hyp | None]] = [(row[0], (row[1],), None) for row in singles]
         seen: set[frozenset[int]] = set()
@@ -1283,9 +1280,13 @@ class _Matcher:
                 if extra is not None:
                     h.add("series", extra[0], extra[1])
             conf = min(99, int(math.exp(score - top) / norm * 100))
+            if h.how == "partial":
+                alloc: tuple[Decimal, ...] = (abs(tx.src.amount),)
+            else:
+                alloc = tuple(docs[d].src.amount for d in h.docs)
             candidates.append(Candidate(
                 tuple(docs[d].src.id for d in h.docs),
-                tuple(Decimal(a).scaleb(-2) for a in h.alloc),
+                alloc,
                 conf,
                 [Feature(n, round(w, 2), t() if callable(t) else t) for n, w, t in h.feats],
             ))
