@@ -201,6 +201,8 @@ _MASKED_CARD = re.compile(r"x+\d{3,}")
 
 def _fold(text: str) -> str:
     """Lower case without accents (É -> e), so 'Société' and 'SOCIETE' compare equal."""
+    if text.isascii():
+        return text.lower()
     text = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
 
@@ -212,6 +214,7 @@ class NormalizedName:
     compact: str  # norm without spaces: survives banks that glue or truncate words
     compact_full: str  # including the legal form: "acmesas" still starts with bank's "ACMESA"
     legal: str  # the legal form found as separate words ("sas", "gmbhcokg"), or ""
+    token_set: frozenset[str]
 
 
 _NAME_CACHE: dict[str, NormalizedName] = {}
@@ -246,7 +249,8 @@ def normalize_name(raw: str) -> NormalizedName:
     while len(tokens) > 1 and tokens[0] in _LEGAL_FORMS:
         legal.append(_LEGAL_ALIASES.get(tokens[0], tokens[0]))
         tokens.pop(0)
-    name = NormalizedName(" ".join(tokens), tuple(tokens), "".join(tokens), "".join(full), "".join(legal))
+    name = NormalizedName(" ".join(tokens), tuple(tokens), "".join(tokens), "".join(full), "".join(legal),
+                          frozenset(tokens))
     if len(_NAME_CACHE) < 500_000:
         _NAME_CACHE[raw] = name
     return name
@@ -279,12 +283,12 @@ def name_similarity(a: NormalizedName, b: NormalizedName) -> int:
                 return 94
             return 97 if b.legal.startswith(rest) else _LEGAL_MISMATCH
     best = fuzz.ratio(a.norm, b.norm)
-    if len(a.tokens) > 1 or len(b.tokens) > 1:
+    if len(a.tokens) > 1 and len(b.tokens) > 1:
         best = max(best, fuzz.token_sort_ratio(a.norm, b.norm) - 2)
     if len(ac) >= 3 and bc.startswith(ac):
         # Shortened by the bank ("DUPONT" for "Dupont Freres"): worth what it covers.
         best = max(best, int(48 + 47 * len(ac) / len(bc)))
-    sa, sb = set(a.tokens), set(b.tokens)
+    sa, sb = a.token_set, b.token_set
     if sa != sb:
         if sa <= sb:
             best = max(best, int(48 + 47 * len(ac) / len(bc)))
@@ -376,6 +380,7 @@ _W_KIND_UNUSUAL = -1.0
 _W_SERIES = 4.0
 _TIE_MARGIN = 0.05
 _LP_NEGLIGIBLE = -6.0  # parties the name gives less than e^-6 of its mass: near amounts ignored
+_LP_LINES = -2.5  # a line counts as another instalment of a party only if its name designates it
 
 
 def _fee_limit(cents: int) -> int:
@@ -588,8 +593,12 @@ class _Index:
                 if len(rarest) <= 150:
                     block.update(rarest)
             scored = []
+            parties = self.parties
+            cache = self.sim_cache
+            key = tx.name_key
             for p in block:
-                s = self.similarity(tx, p)
+                s = name_similarity(name, parties[p].name)
+                cache[(key, p)] = s
                 if s >= 55:
                     scored.append((p, s))
             scored.sort(key=lambda ps: -ps[1])
@@ -793,7 +802,7 @@ class _Matcher:
         self.free_sorted = {k: sorted(v) for k, v in free.items()}
         for name_key, (_, prior, _) in self.index.block_cache.items():
             for p, lp in prior.items():
-                if lp >= -5.0:
+                if lp >= _LP_LINES:
                     self.names_by_party[p].append((name_key, lp))
 
     def _explained(self, tx: _Tx) -> bool:
