@@ -231,6 +231,8 @@ _LEGAL_FORMS = frozenset(
 def normalise_name(name: str) -> str:
     """Lower-case, accents folded, punctuation dropped, legal forms (SAS, SARL…) removed."""
     text = unicodedata.normalize("NFKD", name or "").encode("ascii", "ignore").decode().lower()
+    # "S.A.S." → "sas" before punctuation becomes a separator.
+    text = re.sub(r"\b(?:[a-z]\.){2,}", lambda m: m.group(0).replace(".", ""), text)
     text = re.sub(r"[^a-z0-9]+", " ", text)
     return " ".join(token for token in text.split() if token not in _LEGAL_FORMS)
 
