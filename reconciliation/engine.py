@@ -1130,7 +1130,7 @@ class _Matcher:
                 b = bisect_right(cents, (t + 1) / f)
                 for k in range(a, b):
                     d = ids[k]
-                    if cents[k] > t and prior[docs[d].party] >= -4.5:
+                    if cents[k] > t:
                         cand.add(d)
             for p, lp in prior.items():
                 if lp < -2.5:
