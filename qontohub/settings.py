@@ -253,8 +253,7 @@ LOGGING = {
 }
 
 # Functions that add each app's demo data after ``seed_demo`` created the core workspace.
-DEMO_SEEDERS: list[str] = []
-DEMO_SEEDERS.append("accountant.demo.seed_accountant")
+DEMO_SEEDERS: list[str] = ["connectors.demo.seed_connections", "accountant.demo.seed_accountant"]
 
 # Tasks enqueued with (connection_id, changed) after a sync that brought new or changed records.
 AFTER_SYNC_TASKS: list[str] = []
@@ -313,3 +312,5 @@ HTTP_BACKOFF_CAP = float(os.environ.get("HTTP_BACKOFF_CAP", "30"))
 # called as task(connection_id, changed); apps to the right hook in here, connectors import none.
 AFTER_SYNC_TASKS = ["reconciliation.tasks.after_sync"]
 AFTER_SYNC_TASKS.append("accountant.tasks.after_sync")
+# QuickBooks bills → Qonto supplier invoices (issue 5): after a QuickBooks or Qonto sync.
+AFTER_SYNC_TASKS.append("reconciliation.quickbooks_flow.after_sync")
