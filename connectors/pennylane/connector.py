@@ -52,6 +52,7 @@ from connectors.base import (
 from connectors.http import describe_body, parse_retry_after
 
 FIRM = "/api/external/firm/v1"
+V2 = "/api/external/v2"
 #: Firm API cursor lists take at most 100 items per page (§3.1).
 PAGE_LIMIT = 100
 #: ``/companies`` takes up to 1000 per page (§4).
@@ -381,7 +382,7 @@ class PennylaneConnector(Connector):
             body["due_date"] = payload["due_date"]
         if attachment_id is not None:
             body["file_attachment_id"] = int(attachment_id)
-        created = self._post_once(self._company_path(company_id, "ledger_entries"), json=body)
+        created = self._create_entry(company_id, body)
         if not created.get("id") or str(created.get("piece_number") or piece_number) != piece_number:
             raise ValidationFailed(f"Pennylane's answer does not confirm entry {piece_number}: {created!r}"[:500])
         return str(created["id"]), {
@@ -392,6 +393,27 @@ class PennylaneConnector(Connector):
             "file_attachment_id": attachment_id,
             "status": created.get("status"),
         }
+
+
+    def _create_entry(self, company_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST the entry on the Firm API, or on the Company API v2 for this company.
+
+        The July-2026 Firm API spec has no ``piece_number`` in the entry body (§5.5); a firm whose
+        Pennylane refuses it gets its entries created through v2 with ``X-Company-Id`` (§2.5),
+        which takes it, so the piece number — our dedup key — is never dropped. The choice is
+        remembered on the connection.
+        """
+        if self.connection.options.get("entries_api") != "v2":
+            try:
+                return self._post_once(self._company_path(company_id, "ledger_entries"), json=body)
+            except ValidationFailed as exc:
+                details = exc.details if isinstance(exc.details, dict) else {}
+                if details.get("field") != "piece_number" or details.get("code") != "NotExistPropertyDefinition":
+                    raise
+            self.connection.options = {**self.connection.options, "entries_api": "v2"}
+            if self.connection.pk:
+                type(self.connection).objects.filter(pk=self.connection.pk).update(options=self.connection.options)
+        return self._post_once(f"{V2}/ledger_entries", json=body, headers={"X-Company-Id": str(company_id)})
 
 
 def _error_message(body: Any) -> str:
