@@ -53,6 +53,7 @@ from connectors.models import (
     DocumentLine,
     SyncEvent,
 )
+from connectors.sync import upsert
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -287,6 +288,8 @@ class TransactionsStream(Stream):
 
     name = "transactions"
     model = "connectors.BankTransaction"
+    # Receipts point at their transaction by its Qonto id, not by our row id.
+    related_needs_ids = False
 
     def __init__(self) -> None:
         # Embedded attachments of the rows converted on the current page, by transaction id,
@@ -408,14 +411,12 @@ class TransactionsStream(Stream):
                     synced_at=now,
                     **row.fields,
                 )
-        if objects:
-            Attachment.objects.bulk_create(
-                list(objects.values()),
-                update_conflicts=True,
-                unique_fields=["connection", "stream", "external_id"],
-                update_fields=["raw", "synced_at", "file_name", "content_type", "size", "parent_external_id",
-                               "remote_updated_at"],
-            )
+        upsert(
+            Attachment,
+            list(objects.values()),
+            update_fields=["raw", "synced_at", "file_name", "content_type", "size", "parent_external_id",
+                           "remote_updated_at"],
+        )
 
     def after_sync(self, connector: Connector, run: SyncRun) -> None:
         check_running_balances(connector.connection, run)

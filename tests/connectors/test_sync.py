@@ -202,9 +202,9 @@ def test_progress_is_saved_page_by_page(conn, monkeypatch):
     seen: list[int] = []
     real_save = sync._save_page
 
-    def watch(connector, stream, model, run, page):  # type: ignore[no-untyped-def]
+    def watch(connector, stream, model, run, page, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(SyncRun.objects.get(pk=run.pk).read)
-        real_save(connector, stream, model, run, page)
+        real_save(connector, stream, model, run, page, **kwargs)
 
     monkeypatch.setattr(sync, "_save_page", watch)
     sync_connection(conn.pk, trigger="schedule")

@@ -254,12 +254,12 @@ def test_a_run_killed_after_page_n_resumes_at_page_n_plus_1(api, conn, monkeypat
     real_save = sync._save_page
     pages = {"n": 0}
 
-    def die_after_two_pages_of_the_main_account(connector, stream, model, run, page):  # type: ignore[no-untyped-def]
+    def die_after_two_pages_of_the_main_account(connector, stream, model, run, page, **kwargs):  # type: ignore[no-untyped-def]
         if page.position.get("account") == main:
             pages["n"] += 1
             if pages["n"] == 3:
                 raise RuntimeError("worker killed after page 2")
-        real_save(connector, stream, model, run, page)
+        real_save(connector, stream, model, run, page, **kwargs)
 
     monkeypatch.setattr(sync, "_save_page", die_after_two_pages_of_the_main_account)
     first = sync_connection(conn.pk, trigger="schedule", streams=["transactions"])
