@@ -29,10 +29,15 @@ def sync_connection_task(connection_id: int, trigger: str = "schedule", full: bo
     the apps downstream (reconciliation) react to new data without this app knowing them.
     """
     run = sync_connection(connection_id, trigger=trigger, full=full)
-    if run.changed:
+    after_sync(connection_id, run)
+    return {"run": run.pk, "outcome": run.outcome, "changed": run.changed, "error": run.error}
+
+
+def after_sync(connection_id: int, run: SyncRun | None) -> None:
+    """Enqueue ``settings.AFTER_SYNC_TASKS`` with ``(connection_id, changed)`` if ``run`` changed rows."""
+    if run is not None and run.changed:
         for task in getattr(settings, "AFTER_SYNC_TASKS", []):
             async_task(task, connection_id, run.changed)
-    return {"run": run.pk, "outcome": run.outcome, "changed": run.changed, "error": run.error}
 
 
 def sync_due_connections(provider: str) -> int:
@@ -53,7 +58,10 @@ def enqueue_sync(connection: Connection, trigger: str, full: bool = False) -> st
 
 
 def process_webhook(event_id: int) -> str:
-    return webhooks.process_webhook(event_id).status
+    """Re-read what a webhook event touched; new data is handed on like a scheduled sync's."""
+    event = webhooks.process_webhook(event_id)
+    after_sync(event.connection_id, event.run)
+    return event.status
 
 
 def send_push_task(push_id: int) -> str:

@@ -127,3 +127,15 @@ def test_an_event_for_a_disconnected_connection_fails_with_the_reason(client, co
     assert post(client, conn, {"id": "evt-1"}).status_code == 202
     event = WebhookEvent.objects.get()
     assert event.status == WebhookEvent.Status.FAILED and "disconnected" in event.reason
+
+
+def test_a_webhook_that_brought_new_rows_hands_them_on_like_a_sync(client, conn, settings, monkeypatch):
+    from tests.connectors import test_tasks
+
+    calls: list = []
+    monkeypatch.setattr(test_tasks, "CALLS", calls)
+    settings.AFTER_SYNC_TASKS = ["tests.connectors.test_tasks.record_call"]
+    post(client, conn, {"id": "evt-1"})
+    assert calls == [(conn.pk, 3)]
+    post(client, conn, {"id": "evt-2"})  # nothing new: nothing handed on
+    assert calls == [(conn.pk, 3)]
