@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from itertools import combinations
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -27,6 +28,7 @@ from django.utils.html import format_html
 
 from connectors.models import BankTransaction, Document
 from qontohub.admin_base import ReadOnlyTenantAdmin, TenantAdmin
+from qontohub.models import FirmMembership, Membership, Organization
 from qontohub.tenancy import REVIEW_ROLES, Role, is_support, organization_ids_for
 from reconciliation import services, tasks
 from reconciliation.models import Decision, Match, MatchPolicy, ReviewItem
@@ -107,6 +109,39 @@ class AgeFilter(admin.SimpleListFilter):
         if oldest is not None:
             queryset = queryset.filter(occurred_on__gte=today - timedelta(days=oldest))
         return queryset
+
+
+# --- query budget ---------------------------------------------------------------------------
+def prime_role_cache(user: Any) -> None:
+    """Answer every "which organisations for these roles?" of this request from two queries.
+
+    Each admin page builds the sidebar from every registered ModelAdmin's permission hooks,
+    and those ask ``organization_ids_for(user, roles)`` with several role sets (owner only,
+    managers, reviewers, accountants…), two queries each. With the queue's 12-query budget
+    that is too many, so the memberships are read once and the memo that
+    ``qontohub.tenancy.organization_ids_for`` keeps on the user is filled for every role set.
+    The same rules apply (a firm member acts as accountant on the firm's client organisations);
+    this belongs in qontohub.tenancy, and moves there when its owner agrees.
+    """
+    if not getattr(user, "is_authenticated", False) or not user.is_active or user.is_superuser:
+        return
+    cache = user.__dict__.setdefault("_qh_org_ids", {})
+    if None in cache and frozenset(REVIEW_ROLES) in cache:
+        return
+    roles_by_org = list(Membership.objects.filter(user=user).values_list("organization_id", "role"))
+    firm_orgs = set(
+        Organization.objects.filter(firm_id__in=FirmMembership.objects.filter(user=user).values("firm_id"))
+        .values_list("id", flat=True)
+    )
+    every_role = [role.value for role in Role]
+    for size in range(1, len(every_role) + 1):
+        for subset in combinations(every_role, size):
+            wanted = frozenset(subset)
+            ids = {org for org, role in roles_by_org if role in wanted}
+            if Role.ACCOUNTANT in wanted:
+                ids |= firm_orgs
+            cache.setdefault(wanted, ids)
+    cache.setdefault(None, {org for org, _ in roles_by_org} | firm_orgs)
 
 
 # --- shared by the queue and the matches admin -----------------------------------------------
@@ -190,11 +225,13 @@ class MatchDisplayMixin:
         """POST target of every decision button: parse, check, call ``services.decide``."""
         if request.method != "POST":
             raise Http404("Decisions are POST forms.")
-        match = self.get_queryset(request).filter(pk=pk).first()  # type: ignore[attr-defined]
+        # Any status: an item decided by someone else meanwhile must answer with the conflict
+        # message, not with a 404 from the queue (which lists undecided items only).
+        match = Match.objects.visible_to(request.user).filter(pk=pk).first()
         if match is None:
             raise Http404("No such item in your organisations.")
         if not services.can_decide(request.user, match.organization_id):
-            raise PermissionDenied("Only owners, accountants and reviewers of this organisation decide.")
+            return HttpResponseForbidden("Only owners, accountants and reviewers of this organisation decide.")
         action = request.POST.get("action", "")
         version = request.POST.get("version")
         note = request.POST.get("note", "").strip()
@@ -273,6 +310,7 @@ class ReviewItemAdmin(MatchDisplayMixin, TenantAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         user = request.user
+        prime_role_cache(user)
         decidable = set() if is_support(user) and not user.is_superuser else organization_ids_for(user, REVIEW_ROLES)
         extra = {"decidable_org_ids": decidable, "routes": ROUTE_CHOICES, "is_superuser": user.is_superuser}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
@@ -329,6 +367,10 @@ class MatchAdmin(MatchDisplayMixin, TenantAdmin):
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         return {}
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        prime_role_cache(request.user)
+        return super().changelist_view(request, extra_context)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         match = self.get_queryset(request).filter(pk=_pk(object_id)).first()

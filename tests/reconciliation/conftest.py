@@ -60,3 +60,40 @@ def mirror_a(org_a: Any) -> Mirror:
 @pytest.fixture
 def mirror_b(org_b: Any) -> Mirror:
     return Mirror(org_b)
+
+
+def review_item(mirror: Mirror, confidence: int = 72, amount: str = "800.00", counterparty: str = "LEROY CONSEIL",
+                on: date = date(2026, 3, 12), status: str = "proposed") -> tuple[Any, BankTransaction, list[Document]]:
+    """A queue item made by hand: a transaction and two candidate invoices with explanations.
+
+    Admin, API and browser tests are about the queue, not about the engine's weights (which
+    another engineer tunes), so their items do not depend on the engine's current numbers.
+    """
+    from reconciliation.models import Match
+
+    tx = mirror.tx(amount, counterparty, on, label=f"VIR {counterparty}")
+    docs = [
+        mirror.doc("client_invoice", f"C-{next(_ids):04d}", amount, counterparty.title(), on.replace(day=1)),
+        mirror.doc("client_invoice", f"C-{next(_ids):04d}", amount, counterparty.title(), on.replace(day=2)),
+    ]
+    candidates = [
+        {
+            "target_ids": [doc.pk],
+            "labels": [doc.number],
+            "allocations": [amount],
+            "confidence": confidence - 30 * rank,
+            "features": [
+                {"name": "amount", "score": 6.1, "explanation": "amount equal"},
+                {"name": "name", "score": 2.4, "explanation": f"name 92% similar ({counterparty} / {doc.counterparty_name})"},
+                {"name": "date", "score": 1.5 - rank, "explanation": f"paid {11 - rank} days after due date"},
+            ],
+        }
+        for rank, doc in enumerate(docs)
+    ]
+    band = "auto" if confidence >= 85 else "review" if confidence >= 55 else "refused"
+    match = Match.objects.create(
+        organization=mirror.organization, route="qonto_transactions", transaction=tx, status=status, band=band,
+        confidence=confidence, candidates=candidates, engine_version="test-engine", fingerprint="f",
+        amount=tx.amount, currency="EUR", counterparty=counterparty, label=tx.label, occurred_on=on,
+    )
+    return match, tx, docs
