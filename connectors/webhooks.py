@@ -67,7 +67,8 @@ def receive(request: HttpRequest, slug: str, endpoint: Any) -> HttpResponse:
         .only("pk", "organization_id", "provider", "auth_method", "webhook_secret", "status", "options")
         .first()
     )
-    if connection is None:
+    if connection is None or connection.organization_id is None:
+        # Firm-owned connections (accounting software) receive no webhooks.
         return _answer(404, error="unknown webhook endpoint")
     body = request.body
     if len(body) > MAX_BODY_BYTES:

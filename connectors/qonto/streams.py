@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from connectors.base import CursorState, Page, Row, Stream
+from connectors.base import CursorState, Page, PermanentError, Row, Stream
 from connectors.models import (
     Attachment,
     BankAccount,
@@ -202,6 +202,23 @@ def without_urls(value: Any) -> Any:
     return value
 
 
+def get_json(connector: Connector, path: str, params: Any = None) -> dict[str, Any]:
+    """GET a JSON object. Qonto's sandbox answers a login page (HTML, often 200) to a call without
+    the right ``X-Qonto-Staging-Token`` (§1): that is a configuration error, said in words."""
+    response = connector.http.request("GET", path, params=params)
+    try:
+        body = response.json()
+    except ValueError:
+        kind = response.headers.get("Content-Type", "no content type")
+        raise PermanentError(
+            f"Qonto answered {path} with {kind} instead of JSON (HTTP {response.status_code}); against "
+            "Qonto's sandbox this means the X-Qonto-Staging-Token is missing or wrong (QONTO_STAGING_TOKEN)."
+        ) from None
+    if not isinstance(body, dict):
+        raise PermanentError(f"Qonto answered {path} with JSON that is not an object")
+    return body
+
+
 def next_page(body: Mapping[str, Any], current: int) -> int | None:
     """The next page from ``meta`` (§4.2); only a number greater than the current one counts
     (some lists answer ``next_page: 0`` or omit it on the last page)."""
@@ -238,7 +255,7 @@ class QontoListStream(Stream):
             ]
             if lower:
                 params.append((self.since_param, lower))
-            body = connector.http.get_json(self.path, params=params)
+            body = get_json(connector, self.path, params=params)
             records = body.get(self.list_key)
             if not isinstance(records, list):
                 raise ValueError(f"Qonto's {self.path} answer has no {self.list_key!r} list")
@@ -258,7 +275,7 @@ class BankAccountsStream(Stream):
     model = "connectors.BankAccount"
 
     def pages(self, connector: Connector, cursor: CursorState) -> Iterator[Page]:
-        body = connector.http.get_json("/v2/organization", params={"include_external_accounts": "true"})
+        body = get_json(connector, "/v2/organization", params={"include_external_accounts": "true"})
         organization = body.get("organization") or {}
         accounts = organization.get("bank_accounts")
         if not isinstance(accounts, list):
@@ -334,7 +351,7 @@ class TransactionsStream(Stream):
             ]
             if lower:
                 params.append(("updated_at_from", lower))
-            body = connector.http.get_json("/v2/transactions", params=params)
+            body = get_json(connector, "/v2/transactions", params=params)
             records = body.get("transactions")
             if not isinstance(records, list):
                 raise ValueError("Qonto's /v2/transactions answer has no 'transactions' list")
@@ -736,7 +753,7 @@ def fetch_attachment_bytes(connection: Connection, attachment_id: str) -> bytes:
     then the bytes from it. The URL is pre-signed, so our credentials are not sent with it; the
     attachment's metadata is upserted on the way."""
     connector = connection.connector()
-    body = connector.http.get_json(f"/v2/attachments/{attachment_id}")
+    body = get_json(connector, f"/v2/attachments/{attachment_id}")
     item = body.get("attachment") or {}
     url = item.get("url")
     if not url:

@@ -546,3 +546,16 @@ def test_a_signed_event_without_id_or_type_is_malformed(conn):
                         (b'{"id": "e1"}', "no type")):
         with pytest.raises(ValidationFailed, match=words):
             verify(conn.connector(), {"x-qonto-signature": qonto_signature("test-secret", body, now)}, body)
+
+
+def test_a_missing_staging_token_is_reported_as_such(sandbox_for, org_a, settings):
+    api = sandbox_for("qonto", 7, staging_token="staging-123", **SMALL)
+    connection = api_key_connection(api, org_a)
+    run = sync_connection(connection.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.FAILED and "X-Qonto-Staging-Token" in run.error
+    connection.refresh_from_db()
+    assert connection.status == Connection.Status.NEEDS_ATTENTION
+    # With the token configured, the same organisation syncs.
+    settings.PROVIDERS = {**settings.PROVIDERS, "qonto": {**settings.PROVIDERS["qonto"], "staging_token": "staging-123"}}
+    Connection.objects.filter(pk=connection.pk).update(status=Connection.Status.ACTIVE)
+    assert sync_connection(connection.pk, trigger="schedule").outcome == SyncRun.Outcome.SUCCEEDED
