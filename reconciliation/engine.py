@@ -374,10 +374,13 @@ _P_OVER = 0.01  # payments slightly above the invoice
 _P_PART = 0.05  # part payments (instalments, deposits)
 _P_GROUP = 0.08  # one transfer for several invoices
 _ROUND_FRACTIONS = (0.1, 0.2, 0.25, 0.3, 1 / 3, 0.4, 0.5, 0.6, 2 / 3, 0.7, 0.75, 0.8, 0.9)
+_DENSITY_PSEUDO = 20.0
+_LOG_AMOUNT_RANGE = math.log(100_000 / 1)
 _W_EXACT_MAX = 13.0  # an exact amount never weighs more than this, however rare
 _W_REF_FULL = 9.0
 _W_REF_DIGITS = 7.5
 _W_REF_MISS = -1.5  # the line quotes another document's number
+_W_REF_CONFLICT = -3.5  # ... another document of the same counterparty: likely that one
 _W_KIND_UNUSUAL = -1.0
 _W_SERIES = 4.0
 _TIE_MARGIN = 0.05
@@ -399,7 +402,7 @@ def _date_evidence(pay: int, issue: int, due: int) -> tuple[float, str]:
     """Evidence from when the payment happened relative to the document's dates."""
     before_issue = issue - pay
     if before_issue > 7:
-        return -3.5, f"paid {before_issue} days before the issue date"
+        return max(-12.0, -3.0 - before_issue / 10.0), f"paid {before_issue} days before the issue date"
     if before_issue > 0:
         return 1.0 - 0.3 * before_issue, f"paid {before_issue} days before the issue date"
     late = pay - due
@@ -457,7 +460,7 @@ class _Doc:
 
 class _Tx:
     __slots__ = ("i", "src", "cents", "cur", "side", "pay", "name", "name_key", "parties",
-                 "prior", "prior_default", "refs", "ref_strong", "tax", "iban", "g", "free")
+                 "prior", "prior_default", "refs", "ref_strong", "ref_parties", "tax", "iban", "g", "free")
 
     def __init__(self, i: int, src: Transaction) -> None:
         self.i = i
@@ -477,6 +480,7 @@ class _Tx:
         self.prior_default = 0.0
         self.refs: dict[int, tuple[float, str]] = {}  # doc -> (weight, explanation)
         self.ref_strong = False
+        self.ref_parties: frozenset[int] = frozenset()  # parties of the documents the line quotes
         self.tax = _compact_id(src.counterparty_tax_id) if src.counterparty_tax_id else ""
         self.iban = _compact_id(src.iban) if src.iban else ""
         self.g = 1.0  # chance that a line without document shows this amount (per cent)
@@ -769,7 +773,7 @@ def _date_weight(pay: int, issue: int, due: int) -> float:
     """Numeric part of :func:`_date_evidence` (the hot path needs no sentence)."""
     before_issue = issue - pay
     if before_issue > 7:
-        return -3.5
+        return max(-12.0, -3.0 - before_issue / 10.0)
     if before_issue > 0:
         return 1.0 - 0.3 * before_issue
     late = pay - due
@@ -854,12 +858,24 @@ class _Matcher:
             if own.free:
                 in_free -= 1
                 n_free -= 1
-        n_tx, n_doc = max(1, n_tx), max(1, len(docs))
-        local = 0.5 * ((in_tx + 0.5) / (n_tx * width) + (in_doc + 0.5) / (n_doc * width))
+        n_doc = len(docs)
+        # Small batches say little: counts are shrunk towards a prior worth _DENSITY_PSEUDO
+        # lines, where amounts spread evenly over orders of magnitude (1.00 to 100,000.00) and
+        # a quarter of them are round (whole euros, tens, hundreds).
+        k = _DENSITY_PSEUDO
+        roundness = 0.75
+        if cents % 100 == 0:
+            roundness += 10.0
+            if cents % 1000 == 0:
+                roundness += 70.0
+                if cents % 10000 == 0:
+                    roundness += 800.0
+        base = k * roundness / (max(cents, 100) * _LOG_AMOUNT_RANGE)
+        local = 0.5 * ((in_tx / width + base) / (max(0, n_tx) + k) + (in_doc / width + base) / (n_doc + k))
         if n_free >= 20:
-            local = 0.7 * (in_free + 0.5) / (n_free * width) + 0.3 * local
+            local = 0.7 * (in_free / width + base) / (n_free + k) + 0.3 * local
         same_doc = self.amount_count.get((side, cur, cents), 0)
-        return local + 0.5 * (max(0, same_tx) / n_tx + max(0, same_doc - 1) / n_doc)
+        return local + 0.5 * (max(0, same_tx) / (max(0, n_tx) + k) + max(0, same_doc - 1) / (n_doc + k))
 
     def _party_lines(self, p: int, side: str) -> tuple[dict[int, list[tuple[int, float]]], int]:
         """Lines whose bank name may designate party p: amount -> [(line, log P(p | name))]."""
@@ -998,7 +1014,12 @@ class _Matcher:
             w = min(_W_EXACT_MAX - 2.0, math.log(density / tx.g))
         p = doc.party
         ref = tx.refs.get(d)
-        rw = ref[0] if ref is not None else (_W_REF_MISS if tx.ref_strong else 0.0)
+        if ref is not None:
+            rw = ref[0]
+        elif tx.ref_strong:
+            rw = _W_REF_CONFLICT if p in tx.ref_parties else _W_REF_MISS
+        else:
+            rw = 0.0
         n_docs = len(index.parties[p].docs[tx.side])
         dw = _date_weight(tx.pay, doc.issue, doc.due)
         score = w + rw + tx.prior.get(p, tx.prior_default) - math.log(max(1, n_docs)) + dw + doc.kind_penalty
@@ -1029,6 +1050,8 @@ class _Matcher:
         h.add("amount", w, text)
         if ref is not None:
             h.add("reference", ref[0], ref[1])
+        elif tx.ref_strong and p in tx.ref_parties:
+            h.add("reference", _W_REF_CONFLICT, "the reference quotes another invoice of this counterparty")
         elif tx.ref_strong:
             h.add("reference", _W_REF_MISS, "the reference quotes another document")
         self._party_features(h, tx, p, n_docs)
@@ -1327,6 +1350,24 @@ class _Matcher:
         return Result(tx.src.id, decision, conf, candidates)
 
 
+def _prepare(transactions: Sequence[Transaction], documents: Sequence[Document],
+             history: History | None) -> _Matcher:
+    """Indexes, then pass 1: who each line is likely to be and which numbers it quotes."""
+    index = _Index(documents)
+    txs = [_Tx(i, t) for i, t in enumerate(transactions)]
+    matcher = _Matcher(index, txs, history)
+    for tx in txs:
+        index.identify(tx)
+        tx.refs = _reference_hits(tx, index)
+        strong = [d for d, (w, _) in tx.refs.items() if w >= 5.0]
+        tx.ref_strong = bool(strong)
+        tx.ref_parties = frozenset(index.docs[d].party for d in strong)
+    # Batch statistics the scores need: amount densities, lines per party, exchange rates.
+    matcher.index_transactions()
+    matcher.fx.learn(txs, index)
+    return matcher
+
+
 def reconcile(
     transactions: Sequence[Transaction],
     documents: Sequence[Document],
@@ -1350,16 +1391,8 @@ def reconcile(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        index = _Index(documents)
-        txs = [_Tx(i, t) for i, t in enumerate(transactions)]
-        matcher = _Matcher(index, txs, history)
-        # Pass 1: who each line is likely to be, and which numbers it quotes.
-        for tx in txs:
-            index.identify(tx)
-            tx.refs = _reference_hits(tx, index)
-            tx.ref_strong = any(w >= 5.0 for w, _ in tx.refs.values())
-        matcher.index_transactions()
-        matcher.fx.learn(txs, index)
+        matcher = _prepare(transactions, documents, history)
+        txs = matcher.txs
         # Pass 2: score the hypotheses of each line.
         if workers > 1 and len(txs) >= 2000 and hasattr(os, "fork") and threading.active_count() == 1:
             return _score_forked(matcher, txs, auto_threshold, review_threshold, workers)
