@@ -3,8 +3,9 @@ rules, pushes (never twice), frequencies, disabling, and the paid-documents list
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -366,8 +367,9 @@ def test_daily_waits_for_the_evening_job_and_manual_for_the_button(api, org_a, a
     assert entry.status == JournalEntry.Status.PUSHED
     client_file.refresh_from_db()
     assert client_file.daily_pushed_on is not None
-    assert not tasks.daily_due(client_file, timezone.now().replace(hour=22) if timezone.localtime().hour < 20
-                               else timezone.now())
+    # Pushed for that local day: later that evening it is not due again.
+    later = datetime.combine(client_file.daily_pushed_on, time(22, 30), tzinfo=ZoneInfo(org_a.time_zone))
+    assert not tasks.daily_due(client_file, later)
 
     # Manual: nothing happens until the button.
     services.set_frequency(client_file, ClientFile.Frequency.MANUAL)
