@@ -575,7 +575,9 @@ class _Index:
                 if len(tok) >= 3:
                     self.by_token[tok].append(p)
         self.sim_cache: dict[tuple[str, int], int] = {}
-        self.block_cache: dict[str, tuple[list[tuple[int, int]], dict[int, float], float]] = {}
+        self.block_cache: dict[str, list[tuple[int, int]]] = {}
+        self.prior_cache: dict[tuple[str, str], tuple[list[tuple[int, int]], dict[int, float], float]] = {}
+        self.n_docs_side = {side: sum(len(p.docs[side]) for p in self.parties) for side in ("debit", "credit")}
 
     # -- names ------------------------------------------------------------------------------
 
@@ -593,38 +595,53 @@ class _Index:
         A name that fits one party well gives it most of the mass; a name that fits 40 parties
         equally ("ALGOLIA" for every "Algolia ...") spreads it, so the amount and the reference
         have to do the work; a name that fits nobody leaves every party equally (un)likely.
+        Parties are also weighted by how many open documents they have on this side: a busy
+        supplier pays (or is paid) more often than a namesake with a single invoice, so that
+        every open document of equally well-named parties starts level.
         """
-        cached = self.block_cache.get(tx.name_key)
+        key = (tx.name_key, tx.side)
+        cached = self.prior_cache.get(key)
         if cached is None:
-            name = tx.name
-            block: set[int] = set()
-            c = name.compact
-            if len(c) >= 3:
-                block.update(self.by_prefix.get(c[:4] if len(c) >= 4 else c[:3], ()))
-            # Plus the parties sharing the name's most distinctive word (reordered names);
-            # common words ("services", "france") would drag in half the parties.
-            postings = [self.by_token[t] for t in name.tokens if len(t) >= 3 and t in self.by_token]
-            if postings:
-                rarest = min(postings, key=len)
-                if len(rarest) <= 150:
-                    block.update(rarest)
-            scored = []
+            scored = self.block_cache.get(tx.name_key)
+            if scored is None:
+                scored = self._block(tx)
+                self.block_cache[tx.name_key] = scored
             parties = self.parties
-            cache = self.sim_cache
-            key = tx.name_key
-            for p in block:
-                s = name_similarity(name, parties[p].name)
-                cache[(key, p)] = s
-                if s >= 55:
-                    scored.append((p, s))
-            scored.sort(key=lambda ps: -ps[1])
-            affinity = [(p, math.exp((s - 100) / _NAME_TAU)) for p, s in scored]
-            z = sum(a for _, a in affinity) + _NAME_UNKNOWN
-            prior = {p: math.log(a / z) for p, a in affinity}
-            default = math.log(_NAME_UNKNOWN / z / max(1, len(self.parties)))
+            side = tx.side
+            weights = [(p, math.exp((s - 100) / _NAME_TAU) * max(1, len(parties[p].docs[side]))) for p, s in scored]
+            mean_docs = max(1.0, self.n_docs_side.get(side, 0) / max(1, len(parties)))
+            z = sum(w for _, w in weights) + _NAME_UNKNOWN * mean_docs
+            prior = {p: math.log(w / z) for p, w in weights}
+            default = math.log(_NAME_UNKNOWN * mean_docs / z / max(1, len(parties)))
             cached = (scored, prior, default)
-            self.block_cache[tx.name_key] = cached
+            self.prior_cache[key] = cached
         tx.parties, tx.prior, tx.prior_default = cached
+
+    def _block(self, tx: _Tx) -> list[tuple[int, int]]:
+        """Parties whose name resembles the bank name (similarity >= 55), best first."""
+        name = tx.name
+        block: set[int] = set()
+        c = name.compact
+        if len(c) >= 3:
+            block.update(self.by_prefix.get(c[:4] if len(c) >= 4 else c[:3], ()))
+        # Plus the parties sharing the name's most distinctive word (reordered names);
+        # common words ("services", "france") would drag in half the parties.
+        postings = [self.by_token[t] for t in name.tokens if len(t) >= 3 and t in self.by_token]
+        if postings:
+            rarest = min(postings, key=len)
+            if len(rarest) <= 150:
+                block.update(rarest)
+        scored = []
+        parties = self.parties
+        cache = self.sim_cache
+        key = tx.name_key
+        for p in block:
+            s = name_similarity(name, parties[p].name)
+            cache[(key, p)] = s
+            if s >= 55:
+                scored.append((p, s))
+        scored.sort(key=lambda ps: -ps[1])
+        return scored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,7 +814,7 @@ class _Matcher:
         # Lines by bank name, and bank names by the party they may designate: finds the other
         # instalment of a split without comparing every pair of lines.
         self.tx_by_name: dict[tuple[str, str], dict[int, list[int]]] = {}
-        self.names_by_party: dict[int, list[tuple[str, float]]] = defaultdict(list)
+        self.names_by_party: dict[int, list[tuple[str, str, float]]] = defaultdict(list)
         self.party_lines: dict[tuple[int, str], tuple[dict[int, list[tuple[int, float]]], int]] = {}
         self.named_cache: dict[tuple[str, str], dict[str, tuple[list[int], list[int]]]] = {}
 
@@ -816,10 +833,10 @@ class _Matcher:
                 free[key].append(tx.cents)
         self.tx_sorted = {k: sorted(v) for k, v in rows.items()}
         self.free_sorted = {k: sorted(v) for k, v in free.items()}
-        for name_key, (_, prior, _) in self.index.block_cache.items():
+        for (name_key, side), (_, prior, _) in self.index.prior_cache.items():
             for p, lp in prior.items():
                 if lp >= _LP_LINES:
-                    self.names_by_party[p].append((name_key, lp))
+                    self.names_by_party[p].append((name_key, side, lp))
 
     def _explained(self, tx: _Tx) -> bool:
         """A quotable reference, or a document of the named counterparty with this exact amount."""
@@ -884,7 +901,9 @@ class _Matcher:
         if found is None:
             by_amount: dict[int, list[tuple[int, float]]] = {}
             n = 0
-            for name_key, lp in self.names_by_party.get(p, ()):
+            for name_key, name_side, lp in self.names_by_party.get(p, ()):
+                if name_side != side:
+                    continue
                 bucket = self.tx_by_name.get((name_key, side))
                 if bucket:
                     for cents, lines in bucket.items():
