@@ -68,10 +68,10 @@ class MatchPolicy(TenantModel):
 
 
 class MatchQuerySet(TenantQuerySet):
-    def undecided(self) -> "MatchQuerySet":
+    def undecided(self) -> MatchQuerySet:
         return self.filter(status__in=Match.UNDECIDED)
 
-    def posted(self) -> "MatchQuerySet":
+    def posted(self) -> MatchQuerySet:
         return self.filter(status__in=Match.POSTED)
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 TARGET_TYPE = "bank_transaction"
 
 
-def _pairs(matches: Sequence["Match"]) -> list[tuple[int, Any, Any, str, "Match"]]:
+def _pairs(matches: Sequence[Match]) -> list[tuple[int, Any, Any, str, Match]]:
     """(organization id, document, transaction, allocated amount, match) for each link."""
     from reconciliation.models import MatchLink
 
@@ -60,7 +60,7 @@ def _finish(record: RecordLink) -> None:
     record.target_id = paid_by[0]["transaction"] if len(paid_by) == 1 else ""
 
 
-def record_payment_links(matches: Sequence["Match"]) -> None:
+def record_payment_links(matches: Sequence[Match]) -> None:
     """Batch poster: add each posted match's (document, transaction) pairs to RecordLink."""
     pairs = _pairs(matches)
     existing = _existing({_key(org, doc) for org, doc, _, _, _ in pairs})
@@ -92,7 +92,7 @@ def record_payment_links(matches: Sequence["Match"]) -> None:
         RecordLink.objects.bulk_update(list(changed.values()), ["data", "target_id"])
 
 
-def remove_payment_links(match: "Match") -> None:
+def remove_payment_links(match: Match) -> None:
     """Unposter: take the match's transactions off its documents' RecordLink rows."""
     pairs = _pairs([match])
     existing = _existing({_key(org, doc) for org, doc, _, _, _ in pairs})
