@@ -187,18 +187,20 @@ class QuickBooksConnector(Connector):
             )
         return body
 
-    def query(self, statement: str, entity: str) -> list[dict[str, Any]]:
-        """Rows of one query statement (§1.4); an empty answer has no entity key."""
+    def query(self, statement: str, entity: str) -> tuple[list[dict[str, Any]], str | None]:
+        """Rows of one query statement (§1.4; an empty answer has no entity key) and the
+        answer's ``time`` (Intuit's clock when it answered)."""
         body = self.get("query", {"query": statement})
         rows = (body.get("QueryResponse") or {}).get(entity) or []
         if not isinstance(rows, list):
             raise PermanentError(
                 f"QuickBooks answered the {entity} query with {type(rows).__name__}, not a list"
             )
-        return rows
+        return rows, body.get("time")
 
-    def cdc(self, entity: str, since: str) -> list[dict[str, Any]]:
-        """Changes of ``entity`` since ``since`` (inclusive), deletion stubs included (§1.5)."""
+    def cdc(self, entity: str, since: str) -> tuple[list[dict[str, Any]], str | None]:
+        """Changes of ``entity`` since ``since`` (inclusive), deletion stubs included (§1.5), and
+        the answer's ``time``."""
         body = self.get("cdc", {"entities": entity, "changedSince": since})
         rows: list[dict[str, Any]] = []
         for block in body.get("CDCResponse") or []:
@@ -206,7 +208,7 @@ class QuickBooksConnector(Connector):
                 found = (response or {}).get(entity)
                 if isinstance(found, list):
                     rows.extend(found)
-        return rows
+        return rows, body.get("time")
 
     def identify(self) -> tuple[str, str]:
         """(realmId, company name): ``GET /companyinfo/{realmId}``, the cheap probe of §1.1."""
@@ -280,7 +282,9 @@ class QuickBooksConnector(Connector):
 
     # --- disconnect -----------------------------------------------------------------------------
     def on_disconnect(self) -> None:
-        """Revoke the grant at Intuit: JSON ``{"token"}`` with HTTP Basic client auth (§1.2)."""
+        """Stop the uploads this connection's bills still had queued, then revoke the grant at
+        Intuit: JSON ``{"token"}`` with HTTP Basic client auth (§1.2)."""
+        hold_uploads(self.connection)
         revoke_grant(self)
 
     # --- webhooks -------------------------------------------------------------------------------
@@ -382,6 +386,24 @@ def webhook_events(payload: Any) -> list[dict[str, str]] | None:
                 )
         return events
     return None
+
+
+def hold_uploads(connection: Any) -> int:
+    """Cancel the Qonto uploads of this connection's bills not sent yet; how many.
+
+    Disconnecting QuickBooks stops further writes: uploads enqueued by the QuickBooks flow carry
+    ``payload["quickbooks"]["connection"]``. Nothing already written is touched; the flow sends
+    the cancelled uploads again after a reconnect.
+    """
+    from connectors.models import Push
+
+    return Push.objects.filter(
+        action="supplier_invoice.upload",
+        payload__quickbooks__connection=connection.pk,
+        status__in=[Push.Status.PENDING, Push.Status.FAILED],
+    ).update(
+        status=Push.Status.CANCELLED, last_error="QuickBooks was disconnected before this upload was sent."
+    )
 
 
 def revoke_grant(connector: QuickBooksConnector) -> bool:

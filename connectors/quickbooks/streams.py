@@ -41,6 +41,9 @@ How a stream reads (§1.4, §1.5):
   poll and the early polls a webhook triggers use. A CDC answer of 1,000 objects may be truncated
   (§1.5), and Attachable is not a CDC entity (inferred: "not all entities are supported"); both
   fall back to the query.
+* **Cursor.** The stream's cursor is the moment of its last successful read by Intuit's clock
+  (the answer's ``time``, less one second: :func:`sync_mark`), so "strictly newer than the last
+  successful sync" never loses a record written in the second of the read.
 * **Deleted stubs** only mark a row the hub already has (status ``deleted``, attachment detached);
   a stub for something never mirrored is dropped.
 
@@ -123,6 +126,21 @@ def latest(values: list[str]) -> str | None:
     return best[1] if best else None
 
 
+def sync_mark(answered: Any) -> str | None:
+    """The cursor a run leaves: the provider's ``time`` at its first answer, to the second, less one.
+
+    ``MetaData.LastUpdatedTime`` has whole seconds (§1.3), so a record written in the same second
+    as the read, just after it, carries a time equal to the read's second: the next run's strict
+    ``>`` must start one second earlier to see it. Intuit's own clock is used, not ours, so clock
+    skew cannot hide a change. Records of that second are read twice; their unchanged fingerprints
+    make the second read free.
+    """
+    when = moment(answered) if answered else None
+    if when is None:
+        return None
+    return (when.replace(microsecond=0) - timedelta(seconds=1)).isoformat()
+
+
 def history_start(connector: QuickBooksConnector) -> date | None:
     """The first day the person asked to import (``options["history_start"]``), if any."""
     raw = (connector.connection.options or {}).get("history_start")
@@ -194,13 +212,17 @@ class QueryStream(Stream):
     def query_pages(self, connector: QuickBooksConnector, state: dict[str, Any]) -> Iterator[Page]:
         state = dict(state)
         while True:
-            records = connector.query(self.statement(state), self.entity)
+            records, answered = connector.query(self.statement(state), self.entity)
+            if not state.get("mark"):
+                # The run's mark is taken from the first answer and kept in the position, so a
+                # resumed run ends on the same mark.
+                state["mark"] = sync_mark(answered)
             seen = set(state.get("seen") or ())
             fresh = [r for r in records if str(r.get("Id")) not in seen]
             times = [t for t in (last_updated(r) for r in records) if t]
             high = latest(times)
             if len(records) < MAX_RESULTS or high is None:
-                yield Page(records=self.keep(connector, fresh), position={}, high_water=high)
+                yield Page(records=self.keep(connector, fresh), position={}, high_water=state["mark"] or high)
                 return
             boundary = moment(high)
             at_boundary = [str(r.get("Id")) for r in records if moment(last_updated(r)) == boundary]
@@ -211,12 +233,14 @@ class QueryStream(Stream):
             else:
                 state.update(since=high, start=1, seen=at_boundary)
                 state.pop("after", None)
-            yield Page(records=self.keep(connector, fresh), position=dict(state), high_water=high)
+            yield Page(
+                records=self.keep(connector, fresh), position=dict(state), high_water=state["mark"] or high
+            )
 
     def cdc_page(self, connector: QuickBooksConnector, since: str) -> Page | None:
         """Changes strictly after ``since`` in one request, or None when the query must be used."""
         try:
-            records = connector.cdc(self.entity, since)
+            records, answered = connector.cdc(self.entity, since)
         except ValidationFailed:
             # Outside the window by the provider's clock, or refused: the query always works.
             return None
@@ -231,7 +255,7 @@ class QueryStream(Stream):
             and when > after
             and (is_stub(r) or self.wanted(r))
         ]
-        high = latest([t for t in (last_updated(r) for r in changed) if t])
+        high = sync_mark(answered) or latest([t for t in (last_updated(r) for r in changed) if t])
         return Page(records=self.keep(connector, changed), position={}, high_water=high)
 
     def keep(self, connector: QuickBooksConnector, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -422,6 +446,17 @@ class DocumentStream(QueryStream):
         return lines
 
     def save_related(self, connector: QuickBooksConnector, saved: list[tuple[Any, Row]]) -> None:
+        if any(doc.pk is None for doc, _ in saved):
+            # The engine's bulk upsert does not return ids: one query for the page's documents.
+            ids = dict(
+                Document.objects.filter(
+                    connection=connector.connection,
+                    stream=self.name,
+                    external_id__in=[r.external_id for _, r in saved],
+                ).values_list("external_id", "pk")
+            )
+            for doc, row in saved:
+                doc.pk = ids[row.external_id]
         DocumentLine.objects.filter(
             document_id__in=[doc.pk for doc, row in saved if row.external_id in self._lines]
         ).delete()

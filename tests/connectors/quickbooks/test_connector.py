@@ -265,6 +265,7 @@ def test_query_pages_by_startposition_and_keyset_without_gap(
     for number in range(12):
         api.add_bill(DocNumber=f"SAME-{number:02d}")
     api.unfreeze()
+    api.advance(5)
     run = sync_connection(connection.pk, trigger="schedule", streams=["bills"])
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
     assert run.read == run.created == len(api.entities("Bill"))
@@ -274,11 +275,11 @@ def test_query_pages_by_startposition_and_keyset_without_gap(
     assert any("STARTPOSITION 8 MAXRESULTS 7" in s for s in statements)
 
     # Beyond CDC's window the incremental read is a query, strictly after the cursor.
-    monkeypatch.setattr(qbo_streams, "CDC_WINDOW_DAYS", 0)
+    monkeypatch.setattr(qbo_streams, "CDC_WINDOW_DAYS", -1)
     cursor = SyncCursor.objects.get(connection=connection, stream="bills")
     api.clear_log()
     again = sync_connection(connection.pk, trigger="schedule", streams=["bills"])
-    assert again.read == 0 and again.requests == 1
+    assert again.created == again.updated == 0 and again.requests == 1
     statement = api.requests_made[-1].query["query"][0]
     assert f"MetaData.LastUpdatedTime > '{cursor.value}'" in statement
 
@@ -304,7 +305,7 @@ def test_cdc_reads_changes_and_deletions_within_its_window(api: Any, connection:
     ).exists()
     # Nothing changed since: the same CDC request, nothing written.
     quiet = sync_connection(connection.pk, trigger="schedule", streams=["bills"])
-    assert quiet.read == 0 and quiet.requests == 1
+    assert quiet.created == quiet.updated == 0 and quiet.requests == 1
 
 
 # --- throttling and faults ----------------------------------------------------------------------
@@ -414,9 +415,10 @@ def test_webhook_from_the_sandbox_triggers_an_early_poll_of_the_named_entities(
     assert event.status == WebhookEvent.Status.PROCESSED, event.reason
     assert sorted(event.streams) == ["bills", "vendors"] and event.event_id.startswith("qbo:")
     assert sorted(event.run.streams) == ["bills", "vendors"] and event.run.created == 1
-    # Bills were read last an instant ago: CDC. (Vendors last changed weeks ago: a query.)
+    # Both streams were read an instant ago: one CDC request each, no query.
     cdc = [r for r in api.requests_made if r.route == f"GET {CDC_PATH}"]
-    assert [r.query["entities"] for r in cdc] == [["Bill"]]
+    assert sorted(r.query["entities"][0] for r in cdc) == ["Bill", "Vendor"]
+    assert api.calls("GET", QUERY_PATH) == 0
     assert Document.objects.filter(connection=connection, number="HOOK-1").exists()
 
 
