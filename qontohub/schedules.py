@@ -41,6 +41,8 @@ SCHEDULES: list[Declared] = [
     Declared("accountant-realtime", "accountant.tasks.realtime_tick", MINUTES, minutes=5),
     Declared("accountant-daily-push", "accountant.tasks.daily_tick", HOURLY),
     Declared("accountant-weekly-accounts", "accountant.tasks.weekly_reference_sync", WEEKLY),
+    # QuickBooks Online is polled every hour, 24 syncs a day (issue 5); its flow runs after each.
+    Declared("quickbooks-sync", "connectors.tasks.sync_due_connections", HOURLY, kwargs={"provider": "quickbooks"}),
 ]
 
 

@@ -253,10 +253,12 @@ ROUTES: dict[str, Route] = {
             subjects=quickbooks_bills,
             targets=qonto_supplier_invoices,
             line=bill_line,
-            providers=("quickbooks", "qonto"),
+            # Scored by reconciliation.quickbooks_flow (its own AFTER_SYNC_TASKS entry), which
+            # adds "post as a new invoice" to the engine's candidates: the generic run after a
+            # sync leaves this route alone.
+            providers=(),
             family=("quickbooks_bills",),
-            # Filled in by the QuickBooks flow: a function poster(match) -> None.
-            poster=None,
+            poster="reconciliation.quickbooks_flow.post_match",
         ),
         Route(
             slug="tax_documents",
