@@ -37,7 +37,7 @@ import threading
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from itertools import combinations
@@ -217,6 +217,7 @@ class NormalizedName:
     compact_full: str  # including the legal form: "acmesas" still starts with bank's "ACMESA"
     legal: str  # the legal form found as separate words ("sas", "gmbhcokg"), or ""
     token_set: frozenset[str]
+    sorted_norm: str  # words in alphabetical order: "Dupont Jean" and "Jean Dupont" agree
 
 
 _NAME_CACHE: dict[str, NormalizedName] = {}
@@ -252,7 +253,7 @@ def normalize_name(raw: str) -> NormalizedName:
         legal.append(_LEGAL_ALIASES.get(tokens[0], tokens[0]))
         tokens.pop(0)
     name = NormalizedName(" ".join(tokens), tuple(tokens), "".join(tokens), "".join(full), "".join(legal),
-                          frozenset(tokens))
+                          frozenset(tokens), " ".join(sorted(tokens)))
     if len(_NAME_CACHE) < 500_000:
         _NAME_CACHE[raw] = name
     return name
@@ -285,8 +286,8 @@ def name_similarity(a: NormalizedName, b: NormalizedName) -> int:
                 return 94
             return 97 if b.legal.startswith(rest) else _LEGAL_MISMATCH
     best = fuzz.ratio(a.norm, b.norm)
-    if len(a.tokens) > 1 and len(b.tokens) > 1:
-        best = max(best, fuzz.token_sort_ratio(a.norm, b.norm) - 2)
+    if len(a.tokens) > 1 and len(b.tokens) > 1 and (a.sorted_norm != a.norm or b.sorted_norm != b.norm):
+        best = max(best, fuzz.ratio(a.sorted_norm, b.sorted_norm) - 2)  # words reordered
     if len(ac) >= 3 and bc.startswith(ac):
         # Shortened by the bank ("DUPONT" for "Dupont Freres"): worth what it covers.
         best = max(best, int(48 + 47 * len(ac) / len(bc)))
@@ -576,6 +577,7 @@ class _Index:
                     self.by_token[tok].append(p)
         self.sim_cache: dict[tuple[str, int], int] = {}
         self.block_cache: dict[str, list[tuple[int, int]]] = {}
+        self.plain_cache: dict[str, list[tuple[int, int]]] = {}
         self.prior_cache: dict[tuple[str, str], tuple[list[tuple[int, int]], dict[int, float], float]] = {}
         self.n_docs_side = {side: sum(len(p.docs[side]) for p in self.parties) for side in ("debit", "credit")}
 
@@ -608,7 +610,8 @@ class _Index:
                 self.block_cache[tx.name_key] = scored
             parties = self.parties
             side = tx.side
-            weights = [(p, math.exp((s - 100) / _NAME_TAU) * max(1, len(parties[p].docs[side]))) for p, s in scored]
+            exp = math.exp
+            weights = [(p, exp((s - 100) / _NAME_TAU) * (len(parties[p].docs[side]) or 1)) for p, s in scored]
             mean_docs = max(1.0, self.n_docs_side.get(side, 0) / max(1, len(parties)))
             z = sum(w for _, w in weights) + _NAME_UNKNOWN * mean_docs
             prior = {p: math.log(w / z) for p, w in weights}
@@ -631,16 +634,32 @@ class _Index:
             rarest = min(postings, key=len)
             if len(rarest) <= 150:
                 block.update(rarest)
-        scored = []
         parties = self.parties
+        # Similarity ignoring the bank side's legal form is shared by "DUPONT" and "DUPONT SAS";
+        # the legal form only caps the score where both sides state different ones.
+        plain_key = name.norm or name.compact
+        plain = self.plain_cache.get(plain_key)
+        if plain is None:
+            bare = replace(name, legal="") if name.legal else name
+            plain = [(p, name_similarity(bare, parties[p].name)) for p in block]
+            self.plain_cache[plain_key] = plain
+        legal = name.legal
         cache = self.sim_cache
         key = tx.name_key
-        for p in block:
-            s = name_similarity(name, parties[p].name)
+        scored = []
+        for p, s in plain:
+            if legal:
+                other = parties[p].name.legal
+                if other and other != legal and s > _LEGAL_MISMATCH:
+                    s = _LEGAL_MISMATCH
             cache[(key, p)] = s
             if s >= 55:
                 scored.append((p, s))
         scored.sort(key=lambda ps: -ps[1])
+        if scored:
+            # 30 points below the best, a party keeps less than e^-6 of the name's mass.
+            floor = scored[0][1] - 30
+            scored = [ps for ps in scored if ps[1] >= floor]
         return scored
 
 
