@@ -310,6 +310,7 @@ def name_similarity(a: NormalizedName, b: NormalizedName) -> int:
 _ALNUM_UP = re.compile(r"[^A-Z0-9]+")
 _REF_TOKEN = re.compile(r"[A-Z0-9]+(?:[-/._:][A-Z0-9]+)*")
 _DIGITS = re.compile(r"\D+")
+_HAS_DIGIT = re.compile(r"\d").search
 
 
 def _name_key(name: NormalizedName) -> str:
@@ -429,7 +430,7 @@ def _round_fraction(part: int, whole: int) -> float | None:
 
 
 class _Party:
-    __slots__ = ("key", "display", "name", "tax_ids", "ibans", "docs")
+    __slots__ = ("key", "display", "name", "tax_ids", "ibans", "docs", "log_n")
 
     def __init__(self, key: str, display: str, name: NormalizedName) -> None:
         self.key = key
@@ -438,6 +439,7 @@ class _Party:
         self.tax_ids: set[str] = set()
         self.ibans: set[str] = set()
         self.docs: dict[str, list[int]] = {"debit": [], "credit": []}
+        self.log_n: dict[str, float] = {}  # log(number of open documents) per side
 
 
 class _Doc:
@@ -461,7 +463,8 @@ class _Doc:
 
 class _Tx:
     __slots__ = ("i", "src", "cents", "cur", "side", "pay", "name", "name_key", "parties",
-                 "prior", "prior_default", "refs", "ref_strong", "ref_parties", "tax", "iban", "g", "free")
+                 "prior", "prior_default", "refs", "ref_strong", "ref_parties", "tax", "iban", "g", "w_exact",
+                 "free")
 
     def __init__(self, i: int, src: Transaction) -> None:
         self.i = i
@@ -485,6 +488,7 @@ class _Tx:
         self.tax = _compact_id(src.counterparty_tax_id) if src.counterparty_tax_id else ""
         self.iban = _compact_id(src.iban) if src.iban else ""
         self.g = 1.0  # chance that a line without document shows this amount (per cent)
+        self.w_exact = 0.0  # evidence of a document with exactly this amount
         self.free = True  # no reference and no exact amount explains it at first sight
 
 
@@ -539,6 +543,7 @@ class _Index:
         self.party_currencies: dict[tuple[int, str], tuple[str, ...]] = {}
         docs = self.docs
         for p, party in enumerate(self.parties):
+            party.log_n = {side: math.log(max(1, len(ids))) for side, ids in party.docs.items()}
             for side, ids in party.docs.items():
                 if not ids:
                     continue
@@ -684,10 +689,13 @@ def _reference_hits(tx: _Tx, index: _Index) -> dict[int, tuple[float, str]]:
                 hits[d] = (w, text(d))
 
     sources = []
-    if tx.src.reference:
+    # Invoice numbers contain digits: texts without any cannot quote one.
+    if tx.src.reference and _HAS_DIGIT(tx.src.reference):
         sources.append(("reference", tx.src.reference))
-    if tx.src.label and tx.src.label != tx.src.reference:
+    if tx.src.label and tx.src.label != tx.src.reference and _HAS_DIGIT(tx.src.label):
         sources.append(("label", tx.src.label))
+    if not sources:
+        return hits
     seen: set[str] = set()
     docs = index.docs
     for where, text in sources:
@@ -836,6 +844,7 @@ class _Matcher:
         self.names_by_party: dict[int, list[tuple[str, str, float]]] = defaultdict(list)
         self.party_lines: dict[tuple[int, str], tuple[dict[int, list[tuple[int, float]]], int]] = {}
         self.named_cache: dict[tuple[str, str], dict[str, tuple[list[int], list[int]]]] = {}
+        self.density_cache: dict[tuple, float] = {}
 
     # -- batch-level statistics ---------------------------------------------------------------
 
@@ -876,6 +885,10 @@ class _Matcher:
         and documents around the amount, plus the share of lines with exactly this amount (round
         prices repeat). ``own`` is left out of the counts.
         """
+        memo = (side, cur, cents, own is not None and own.free, own is None)
+        found = self.density_cache.get(memo)
+        if found is not None:
+            return found
         half = max(100, cents // 100)
         width = 2 * half + 1
         lo, hi = cents - half, cents + half
@@ -911,7 +924,9 @@ class _Matcher:
         if n_free >= 20:
             local = 0.7 * (in_free / width + base) / (n_free + k) + 0.3 * local
         same_doc = self.amount_count.get((side, cur, cents), 0)
-        return local + 0.5 * (max(0, same_tx) / (max(0, n_tx) + k) + max(0, same_doc - 1) / (n_doc + k))
+        found = local + 0.5 * (max(0, same_tx) / (max(0, n_tx) + k) + max(0, same_doc - 1) / (n_doc + k))
+        self.density_cache[memo] = found
+        return found
 
     def _party_lines(self, p: int, side: str) -> tuple[dict[int, list[tuple[int, float]]], int]:
         """Lines whose bank name may designate party p: amount -> [(line, log P(p | name))]."""
@@ -1026,7 +1041,7 @@ class _Matcher:
             diff = doc.cents - tx.cents
             if diff == 0:
                 how = "exact"
-                w = min(_W_EXACT_MAX, math.log(_P_EXACT / tx.g))
+                w = tx.w_exact
             elif 0 < diff <= _fee_limit(doc.cents):
                 how = "fee"
                 w = self._fee_weight(tx, diff)
@@ -1058,9 +1073,9 @@ class _Matcher:
             rw = _W_REF_CONFLICT if p in tx.ref_parties else _W_REF_MISS
         else:
             rw = 0.0
-        n_docs = len(index.parties[p].docs[tx.side])
+        party = index.parties[p]
         dw = _date_weight(tx.pay, doc.issue, doc.due)
-        score = w + rw + tx.prior.get(p, tx.prior_default) - math.log(max(1, n_docs)) + dw + doc.kind_penalty
+        score = w + rw + tx.prior.get(p, tx.prior_default) - party.log_n[tx.side] + dw + doc.kind_penalty
         if not explain:
             if tx.tax or tx.iban or self.history is not None:
                 score += sum(x[1] for x in self._id_evidence(tx, p))
@@ -1092,7 +1107,7 @@ class _Matcher:
             h.add("reference", _W_REF_CONFLICT, "the reference quotes another invoice of this counterparty")
         elif tx.ref_strong:
             h.add("reference", _W_REF_MISS, "the reference quotes another document")
-        self._party_features(h, tx, p, n_docs)
+        self._party_features(h, tx, p, len(party.docs[tx.side]))
         h.add("date", dw, _date_evidence(tx.pay, doc.issue, doc.due)[1])
         if doc.kind_penalty:
             h.add("kind", doc.kind_penalty, f"{doc.src.kind.replace('_', ' ')} on a {tx.side}")
@@ -1106,7 +1121,7 @@ class _Matcher:
         total = sum(r.cents for r in rows)
         k = len(rows)
         if total == tx.cents:
-            h.add("amount", min(_W_EXACT_MAX, math.log(_P_EXACT / tx.g)), f"amount equals the sum of {k} invoices")
+            h.add("amount", tx.w_exact, f"amount equals the sum of {k} invoices")
         else:
             diff = total - tx.cents
             h.add("amount", self._fee_weight(tx, diff), f"sum of {k} invoices, {_money(diff)} short (bank fee)")
@@ -1333,6 +1348,7 @@ class _Matcher:
 
     def result(self, tx: _Tx, auto_threshold: int, review_threshold: int) -> Result:
         tx.g = self.density(tx.side, tx.cur, tx.cents, tx)
+        tx.w_exact = min(_W_EXACT_MAX, math.log(_P_EXACT / tx.g))
         singles: list[list] = []
         for d in self._candidates(tx):
             r = self._single(tx, d)
@@ -1389,14 +1405,29 @@ class _Matcher:
 
 
 def _prepare(transactions: Sequence[Transaction], documents: Sequence[Document],
-             history: History | None) -> _Matcher:
+             history: History | None, forking: bool = False) -> _Matcher:
     """Indexes, then pass 1: who each line is likely to be and which numbers it quotes."""
     index = _Index(documents)
     txs = [_Tx(i, t) for i, t in enumerate(transactions)]
     matcher = _Matcher(index, txs, history)
+
+    def pass1(part: list[_Tx]) -> tuple[dict, list[dict[int, tuple[float, str]]]]:
+        for tx in part:
+            index.identify(tx)
+            tx.refs = _reference_hits(tx, index)
+        return index.prior_cache, [tx.refs for tx in part]
+
+    if forking:
+        half = len(txs) // 2
+        _, (priors, refs) = _fork_map(pass1, [txs[:half], txs[half:]])
+        for key, value in priors.items():
+            index.prior_cache.setdefault(key, value)
+        for tx, found in zip(txs[half:], refs):
+            tx.refs = found
+            tx.parties, tx.prior, tx.prior_default = index.prior_cache[(tx.name_key, tx.side)]
+    else:
+        pass1(txs)
     for tx in txs:
-        index.identify(tx)
-        tx.refs = _reference_hits(tx, index)
         strong = [d for d, (w, _) in tx.refs.items() if w >= 5.0]
         tx.ref_strong = bool(strong)
         tx.ref_parties = frozenset(index.docs[d].party for d in strong)
@@ -1429,32 +1460,37 @@ def reconcile(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        matcher = _prepare(transactions, documents, history)
+        forking = (workers > 1 and len(transactions) >= 2000 and hasattr(os, "fork")
+                   and threading.active_count() == 1)
+        matcher = _prepare(transactions, documents, history, forking)
         txs = matcher.txs
         # Pass 2: score the hypotheses of each line.
-        if workers > 1 and len(txs) >= 2000 and hasattr(os, "fork") and threading.active_count() == 1:
-            return _score_forked(matcher, txs, auto_threshold, review_threshold, workers)
-        return [matcher.result(tx, auto_threshold, review_threshold) for tx in txs]
+        if not forking:
+            return [matcher.result(tx, auto_threshold, review_threshold) for tx in txs]
+        size = -(-len(txs) // workers)
+        slices = [txs[k:k + size] for k in range(0, len(txs), size)]
+        parts = _fork_map(lambda part: [matcher.result(tx, auto_threshold, review_threshold) for tx in part], slices)
+        return [r for part in parts for r in part]
     finally:
         if collecting:
             gc.enable()
 
 
-def _score_forked(matcher: _Matcher, txs: list[_Tx], auto_threshold: int, review_threshold: int,
-                  workers: int) -> list[Result]:
-    """Score contiguous slices in forked children (they inherit the indexes copy-on-write)."""
-    size = -(-len(txs) // workers)
-    slices = [txs[k:k + size] for k in range(0, len(txs), size)]
+def _fork_map(fn, slices: list[list[_Tx]]) -> list:
+    """fn(slice) for every slice, the first here and the others in forked children.
+
+    Children inherit the indexes copy-on-write and send their answer back pickled; a child
+    that fails is replaced by doing its share here, so forking never loses a line.
+    """
     children = []
     for part in slices[1:]:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
-        if pid == 0:  # child: score, send, and leave without running the parent's cleanup
+        if pid == 0:  # child: compute, send, and leave without running the parent's cleanup
             status = 1
             try:
                 os.close(read_fd)
-                data = pickle.dumps([matcher.result(tx, auto_threshold, review_threshold) for tx in part],
-                                    protocol=pickle.HIGHEST_PROTOCOL)
+                data = pickle.dumps(fn(part), protocol=pickle.HIGHEST_PROTOCOL)
                 with os.fdopen(write_fd, "wb") as out:
                     out.write(data)
                 status = 0
@@ -1462,15 +1498,16 @@ def _score_forked(matcher: _Matcher, txs: list[_Tx], auto_threshold: int, review
                 os._exit(status)
         os.close(write_fd)
         children.append((pid, read_fd, part))
-    results = [matcher.result(tx, auto_threshold, review_threshold) for tx in slices[0]]
+    results = [fn(slices[0])]
     for pid, read_fd, part in children:
         with os.fdopen(read_fd, "rb") as inp:
             data = inp.read()
         _, status = os.waitpid(pid, 0)
-        if status == 0 and data:
-            results.extend(pickle.loads(data))
-        else:  # a child failed: do its share here rather than lose it
-            results.extend(matcher.result(tx, auto_threshold, review_threshold) for tx in part)
+        try:
+            answer = pickle.loads(data) if status == 0 and data else None
+        except Exception:  # a truncated answer: recompute below
+            answer = None
+        results.append(answer if answer is not None else fn(part))
     return results
 
 
