@@ -191,7 +191,7 @@ class Route:
     def can_post(self) -> bool:
         return bool(self.poster or self.batch_poster)
 
-    def on_post(self, match: "Match") -> None:
+    def on_post(self, match: Match) -> None:
         """Carry out a posted match's effect (see the module docstring for the contract)."""
         if self.poster:
             import_string(self.poster)(match)
@@ -204,7 +204,7 @@ class Route:
                 f"poster(match) -> None)."
             )
 
-    def on_post_many(self, matches: Sequence["Match"]) -> None:
+    def on_post_many(self, matches: Sequence[Match]) -> None:
         if not matches:
             return
         if self.batch_poster:
@@ -213,7 +213,7 @@ class Route:
         for match in matches:
             self.on_post(match)
 
-    def on_unpost(self, match: "Match") -> None:
+    def on_unpost(self, match: Match) -> None:
         if self.unposter:
             import_string(self.unposter)(match)
             return
