@@ -19,10 +19,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Sequence
 
 from .engine import ENGINE_VERSION, Document, Result, Transaction, baseline_reconcile, reconcile
 

@@ -37,11 +37,12 @@ import threading
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from itertools import combinations
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 from rapidfuzz import fuzz
 
@@ -158,7 +159,7 @@ class History:
         slot[party] = slot.get(party, 0) + count
 
     @classmethod
-    def from_matches(cls, matches: Iterable[tuple[str, str, str]]) -> "History":
+    def from_matches(cls, matches: Iterable[tuple[str, str, str]]) -> History:
         """Build from (bank counterparty as shown, document legal name, document tax id)."""
         history = cls()
         for bank_name, legal_name, tax_id in matches:
@@ -1138,7 +1139,7 @@ class _Matcher:
         self._party_features(h, tx, p, 1)
         dates = [_date_evidence(tx.pay, r.issue, r.due) for r in rows]
         h.add("date", sum(w for w, _ in dates) / k,
-              "; ".join(f"{r.number}: {t}" for r, (_, t) in zip(rows, dates)))
+              "; ".join(f"{r.number}: {t}" for r, (_, t) in zip(rows, dates, strict=True)))
         return h
 
     # -- per transaction ----------------------------------------------------------------------
@@ -1166,7 +1167,7 @@ class _Matcher:
                     continue
                 pairs = []
                 for cents, ids in arrays:
-                    pairs.extend(zip(cents, ids))
+                    pairs.extend(zip(cents, ids, strict=True))
                 pairs.sort()
                 found[cur] = ([c for c, _ in pairs], [d for _, d in pairs])
             self.named_cache[key] = found
@@ -1422,7 +1423,7 @@ def _prepare(transactions: Sequence[Transaction], documents: Sequence[Document],
         _, (priors, refs) = _fork_map(pass1, [txs[:half], txs[half:]])
         for key, value in priors.items():
             index.prior_cache.setdefault(key, value)
-        for tx, found in zip(txs[half:], refs):
+        for tx, found in zip(txs[half:], refs, strict=True):
             tx.refs = found
             tx.parties, tx.prior, tx.prior_default = index.prior_cache[(tx.name_key, tx.side)]
     else:

@@ -319,7 +319,7 @@ def test_one_transfer_paying_several_invoices_with_their_numbers():
     result = run([line], docs)["t"]
     assert first_ids(result) == ("a", "b", "c")
     assert result.decision == "auto"
-    alloc = dict(zip(result.candidates[0].document_ids, result.candidates[0].allocations))
+    alloc = dict(zip(result.candidates[0].document_ids, result.candidates[0].allocations, strict=True))
     assert alloc == {"a": Decimal("1200.50"), "b": Decimal("310.25"), "c": Decimal("88.00")}
     assert "amount equals the sum of 3 invoices" in explanations(result)
 
