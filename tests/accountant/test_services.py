@@ -457,3 +457,18 @@ def test_a_firm_cannot_reach_another_firms_client_file(api, org_a, org_b, accoun
         services.associate(client_file, RemoteCompany("1", "x", "", ""), rival_accountant)
     assert not services.client_files_for(rival_accountant).exists()
     assert list(services.client_files_for(accountant)) == [client_file]
+
+
+def test_an_expense_report_is_owed_to_the_employee(api, org_a, accountant):
+    client_file = active_file(org_a, accountant)
+    expense = supplier_invoice(org_a, open_day(api, client_file), number="NDF-12", name="Claire Durand",
+                               total="60.00", vat="10.00")
+    Document.objects.filter(pk=expense.pk).update(kind=Document.Kind.EXPENSE)
+    entry = services.build_entries(client_file, fetch_pdf=fetch_pdf).created[0]
+    assert entry.kind == JournalEntry.Kind.EXPENSE_REPORT and entry.piece_number.startswith("QH-NDF-")
+    assert [(ln.account.number, ln.debit, ln.credit) for ln in entry.lines.order_by("position")] == [
+        ("625100", Decimal("50.00"), Decimal("0.00")),
+        ("445660", Decimal("10.00"), Decimal("0.00")),
+        ("421000", Decimal("0.00"), Decimal("60.00")),
+    ]
+    assert services.push_entry(entry).status == Push.Status.DONE
