@@ -12,7 +12,16 @@ from rest_framework.routers import DefaultRouter
 
 from qontohub.models import Organization
 
-router = DefaultRouter(trailing_slash=True)
+class HubRouter(DefaultRouter):
+    """Routes answer with or without the trailing slash: REST clients post to
+    ``/review-items/{id}/decision`` as documented, and a redirect would drop a POST body."""
+
+    def __init__(self) -> None:
+        super().__init__(trailing_slash=True)
+        self.trailing_slash = "/?"
+
+
+router = HubRouter()
 
 
 class TenantViewSet(viewsets.GenericViewSet):

@@ -64,3 +64,9 @@ def test_openapi_schema_is_served(owner_a, client_for):
     response = client_for(owner_a).get("/api/schema/")
     assert response.status_code == 200
     assert b"/api/v1/organizations/" in response.content
+
+
+def test_endpoints_answer_with_or_without_the_trailing_slash(owner_a, org_a):
+    _, key = ApiToken.issue(owner_a, "no-slash client")
+    assert api(key).get("/api/v1/organizations").status_code == 200
+    assert api(key).get(f"/api/v1/organizations/{org_a.pk}").status_code == 200

@@ -20,7 +20,8 @@ ITEMS = "/api/v1/review-items/"
 
 
 def decision_url(match: Match) -> str:
-    return f"{ITEMS}{match.pk}/decision/"
+    # As the issue documents it: no trailing slash (the router accepts both).
+    return f"{ITEMS}{match.pk}/decision"
 
 
 @pytest.fixture
