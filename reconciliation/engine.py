@@ -392,8 +392,8 @@ _LP_LINES = -2.5  # a line counts as another instalment of a party only if its n
 
 
 def _fee_limit(cents: int) -> int:
-    """Largest shortfall still read as a bank fee: 3.00, or 1% up to 25.00."""
-    return max(300, min(2500, cents // 100))
+    """Largest shortfall still read as a bank fee: 5.00, or 1% up to 25.00."""
+    return max(500, min(2500, cents // 100))
 
 
 def _over_limit(cents: int) -> int:
