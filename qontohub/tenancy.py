@@ -52,36 +52,40 @@ def organization_ids_for(user: Any, roles: frozenset[str] | None = None) -> set[
 
     Firm members act as accountants on every client organisation of their firm.
     """
-    from qontohub.models import FirmMembership, Membership, Organization
-
     if not getattr(user, "is_authenticated", False) or not user.is_active:
         return set()
-    # Memoised on the user object: one request asks this many times (admin permission hooks).
-    cache = user.__dict__.setdefault("_qh_org_ids", {})
-    key = None if roles is None else frozenset(roles)
-    if key not in cache:
-        cache[key] = _load_organization_ids(user, roles)
-    return set(cache[key])
-
-
-def _load_organization_ids(user: Any, roles: frozenset[str] | None) -> set[int]:
-    from qontohub.models import FirmMembership, Membership, Organization
-
-    memberships = Membership.objects.filter(user=user)
-    if roles is not None:
-        memberships = memberships.filter(role__in=roles)
-    ids = set(memberships.values_list("organization_id", flat=True))
+    memberships, firm_org_ids = _access_of(user)
+    ids = {org_id for org_id, role in memberships if roles is None or role in roles}
     if roles is None or Role.ACCOUNTANT in roles:
-        firm_ids = FirmMembership.objects.filter(user=user).values("firm_id")
-        ids |= set(Organization.objects.filter(firm_id__in=firm_ids).values_list("id", flat=True))
+        ids |= firm_org_ids
     return ids
+
+
+def _access_of(user: Any) -> tuple[list[tuple[int, str]], set[int]]:
+    """The user's memberships and firm client organisations, read once per user object.
+
+    One request asks this many times (every ModelAdmin's permission hooks build the sidebar);
+    two queries answer all of them, which keeps busy admin pages within their query budgets.
+    """
+    cached = user.__dict__.get("_qh_access")
+    if cached is None:
+        from qontohub.models import FirmMembership, Membership, Organization
+
+        memberships = list(Membership.objects.filter(user=user).values_list("organization_id", "role"))
+        firm_org_ids = set(
+            Organization.objects.filter(
+                firm_id__in=FirmMembership.objects.filter(user=user).values("firm_id")
+            ).values_list("id", flat=True)
+        )
+        cached = user.__dict__["_qh_access"] = (memberships, firm_org_ids)
+    return cached
 
 
 def sees_everything(user: Any) -> bool:
     return bool(getattr(user, "is_superuser", False)) or is_support(user)
 
 
-def role_in(user: Any, organization: "Organization | int", roles: frozenset[str]) -> bool:
+def role_in(user: Any, organization: Organization | int, roles: frozenset[str]) -> bool:
     """Whether ``user`` may act on ``organization`` with one of ``roles`` (support never may)."""
     if getattr(user, "is_superuser", False):
         return True
@@ -94,10 +98,10 @@ class TenantQuerySet(models.QuerySet):
 
     organization_field = "organization"
 
-    def for_org(self, organization: "Organization | int") -> "TenantQuerySet":
+    def for_org(self, organization: Organization | int) -> TenantQuerySet:
         return self.filter(**{self.organization_field: organization})
 
-    def visible_to(self, user: "User | Any") -> "TenantQuerySet":
+    def visible_to(self, user: User | Any) -> TenantQuerySet:
         if sees_everything(user):
             return self.all()
         ids = organization_ids_for(user)
@@ -105,7 +109,7 @@ class TenantQuerySet(models.QuerySet):
             return self.none()
         return self.filter(**{f"{self.organization_field}__in": ids})
 
-    def manageable_by(self, user: "User | Any") -> "TenantQuerySet":
+    def manageable_by(self, user: User | Any) -> TenantQuerySet:
         if getattr(user, "is_superuser", False):
             return self.all()
         return self.filter(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from itertools import combinations
 from typing import Any
 
 from django.contrib import admin, messages
@@ -27,7 +26,6 @@ from django.utils.html import format_html
 
 from connectors.models import BankTransaction, Document
 from qontohub.admin_base import ReadOnlyTenantAdmin, TenantAdmin
-from qontohub.models import FirmMembership, Membership, Organization
 from qontohub.tenancy import REVIEW_ROLES, Role, is_support, organization_ids_for
 from reconciliation import services, tasks
 from reconciliation.models import Decision, Match, MatchPolicy, ReviewItem
@@ -111,38 +109,6 @@ class AgeFilter(admin.SimpleListFilter):
 
 
 # --- query budget ---------------------------------------------------------------------------
-def prime_role_cache(user: Any) -> None:
-    """Answer every "which organisations for these roles?" of this request from two queries.
-
-    Each admin page builds the sidebar from every registered ModelAdmin's permission hooks,
-    and those ask ``organization_ids_for(user, roles)`` with several role sets (owner only,
-    managers, reviewers, accountants…), two queries each. With the queue's 12-query budget
-    that is too many, so the memberships are read once and the memo that
-    ``qontohub.tenancy.organization_ids_for`` keeps on the user is filled for every role set.
-    The same rules apply (a firm member acts as accountant on the firm's client organisations);
-    this belongs in qontohub.tenancy, and moves there when its owner agrees.
-    """
-    if not getattr(user, "is_authenticated", False) or not user.is_active or user.is_superuser:
-        return
-    cache = user.__dict__.setdefault("_qh_org_ids", {})
-    if None in cache and frozenset(REVIEW_ROLES) in cache:
-        return
-    roles_by_org = list(Membership.objects.filter(user=user).values_list("organization_id", "role"))
-    firm_orgs = set(
-        Organization.objects.filter(firm_id__in=FirmMembership.objects.filter(user=user).values("firm_id"))
-        .values_list("id", flat=True)
-    )
-    every_role = [role.value for role in Role]
-    for size in range(1, len(every_role) + 1):
-        for subset in combinations(every_role, size):
-            wanted = frozenset(subset)
-            ids = {org for org, role in roles_by_org if role in wanted}
-            if Role.ACCOUNTANT in wanted:
-                ids |= firm_orgs
-            cache.setdefault(wanted, ids)
-    cache.setdefault(None, {org for org, _ in roles_by_org} | firm_orgs)
-
-
 # --- shared by the queue and the matches admin -----------------------------------------------
 class MatchDisplayMixin:
     """Columns and the review page shared by the queue and the list of all matches."""
@@ -309,7 +275,6 @@ class ReviewItemAdmin(MatchDisplayMixin, TenantAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         user = request.user
-        prime_role_cache(user)
         decidable = set() if is_support(user) and not user.is_superuser else organization_ids_for(user, REVIEW_ROLES)
         extra = {"decidable_org_ids": decidable, "routes": ROUTE_CHOICES, "is_superuser": user.is_superuser}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
@@ -372,7 +337,6 @@ class MatchAdmin(MatchDisplayMixin, TenantAdmin):
         return {}
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        prime_role_cache(request.user)
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> HttpResponse:
