@@ -249,7 +249,11 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # factur-x logs every PDF it builds at INFO; the QuickBooks flow renders thousands.
+        "factur-x": {"level": "WARNING"},
+    },
 }
 
 # Functions that add each app's demo data after ``seed_demo`` created the core workspace.

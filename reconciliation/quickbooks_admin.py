@@ -7,6 +7,11 @@ best candidate's explanations), the Qonto entry it became and whether the bill w
 QuickBooks after posting. The detail page lists every candidate with its explanations, the record
 link's history and the upload.
 
+``QuickBooksSettings`` (a proxy of ``Connection`` restricted to QuickBooks) is where an owner or
+accountant sets the first import's history start (``options["history_start"]``) and the field
+mapping overrides, which are saved through ``connectors.quickbooks.mapping.set_override`` so each
+one gets the next mapping version.
+
 The admin shows; it does not decide (house rule 10): decisions are made in the review queue
 (``reconciliation/admin.py``), which this page links to. Rows are read through the tenant rules
 of ``TenantAdmin`` (an outsider's request for a bill answers 404). The list costs a fixed number of
@@ -18,14 +23,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from connectors.models import Document, Push, RecordLink
+from connectors.models import Connection, Document, Push, RecordLink, ValueMapping
+from connectors.quickbooks.mapping import DEFAULTS, MappingError, set_override
 from qontohub.admin_base import TenantAdmin
 from reconciliation.models import Match
 from reconciliation.quickbooks_flow import LINK_SOURCE_TYPE, LINK_TARGET_TYPE, NEW_LABEL, ROUTE
@@ -271,3 +278,148 @@ class QuickBooksBillAdmin(TenantAdmin):
         if not rows:
             return head
         return format_html("{}<ul>{}</ul>", head, format_html_join("", "<li>{}: {}</li>", rows))
+
+
+# --- connection settings: history start and field mapping overrides -----------------------------
+class QuickBooksConnectionManager(Connection._default_manager.__class__):  # type: ignore[misc]
+    def get_queryset(self) -> QuerySet[Any]:
+        return super().get_queryset().filter(provider="quickbooks")
+
+
+class QuickBooksSettings(Connection):
+    """A QuickBooks connection's own settings."""
+
+    objects = QuickBooksConnectionManager()
+
+    class Meta:
+        proxy = True
+        app_label = "reconciliation"
+        verbose_name = "QuickBooks connection settings"
+        verbose_name_plural = "QuickBooks connection settings"
+
+
+class QuickBooksSettingsForm(forms.ModelForm):
+    history_start = forms.DateField(
+        required=False,
+        help_text="The first sync imports bills, invoices and payments dated from this day (empty: the "
+        "whole history). Bills dated before it are never posted to Qonto. Moving it earlier after "
+        "the first sync takes a full resync of the connection.",
+    )
+
+    class Meta:
+        model = QuickBooksSettings
+        fields: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["history_start"].initial = (self.instance.options or {}).get("history_start")
+
+    def save(self, commit: bool = True) -> Any:
+        options = dict(self.instance.options or {})
+        day = self.cleaned_data.get("history_start")
+        if day:
+            options["history_start"] = day.isoformat()
+        else:
+            options.pop("history_start", None)
+        self.instance.options = options
+        return super().save(commit)
+
+
+class FieldOverrideForm(forms.ModelForm):
+    target_value = forms.ChoiceField(
+        label="hub field", choices=sorted({(t, t) for fields in DEFAULTS.values() for t in fields})
+    )
+
+    class Meta:
+        model = ValueMapping
+        fields = ["source_value", "target_value", "note"]
+        labels = {"source_value": "QuickBooks field (Entity.Path)"}
+        help_texts = {"source_value": "e.g. Bill.PrivateNote, Vendor.CompanyName, Purchase.DocNumber"}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        entity, _, path = str(data.get("source_value") or "").partition(".")
+        if entity not in DEFAULTS or not path:
+            raise forms.ValidationError(
+                f"Write the QuickBooks field as Entity.Path, Entity one of {', '.join(DEFAULTS)}."
+            )
+        if data.get("target_value") not in DEFAULTS[entity]:
+            raise forms.ValidationError(f"{entity} maps only {', '.join(DEFAULTS[entity])}.")
+        return data
+
+
+class FieldOverrideInline(admin.TabularInline):
+    model = ValueMapping
+    form = FieldOverrideForm
+    fk_name = "connection"
+    extra = 1
+    can_delete = False  # going back to the default is a new override (a new version), not a deletion
+    fields = ["source_value", "target_value", "note", "version", "updated_at"]
+    readonly_fields = ["version", "updated_at"]
+    verbose_name = "field mapping override"
+    verbose_name_plural = "field mapping overrides (applied to records read after they are saved)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).filter(kind=ValueMapping.Kind.FIELD)
+
+    # Roles decide, as on the connection itself (qontohub/admin_base.py), not Django permissions.
+    def _parent(self) -> TenantAdmin:
+        return self.admin_site._registry[QuickBooksSettings]
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._parent().has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._parent().has_change_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._parent().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(QuickBooksSettings)
+class QuickBooksSettingsAdmin(TenantAdmin):
+    form = QuickBooksSettingsForm
+    inlines = [FieldOverrideInline]
+    list_display = ["__str__", "organization", "status", "history", "mapping_version"]
+    fields = ["display_name", "status", "history_start", "mapping_version"]
+    readonly_fields = ["display_name", "status", "mapping_version"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False  # connections are made by the connect flow
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    @admin.display(description="history from")
+    def history(self, obj: Connection) -> str:
+        return (obj.options or {}).get("history_start") or "everything"
+
+    @admin.display(description="mapping version")
+    def mapping_version(self, obj: Connection) -> int:
+        from connectors.quickbooks.mapping import mapping_for
+
+        return mapping_for(obj).version
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not ValueMapping:
+            super().save_formset(request, form, formset, change)
+            return
+        # The admin's change message reads what a formset saved; the overrides are saved below.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for row in formset.forms:
+            if not row.has_changed() or not row.cleaned_data:
+                continue
+            entity, _, path = row.cleaned_data["source_value"].partition(".")
+            try:
+                set_override(
+                    form.instance,
+                    entity,
+                    path,
+                    row.cleaned_data["target_value"],
+                    row.cleaned_data.get("note", ""),
+                )
+            except MappingError as exc:
+                messages.error(request, str(exc))

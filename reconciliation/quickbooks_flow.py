@@ -628,8 +628,11 @@ def write_matches(
         summary.proposed += values["status"] == Match.Status.PROPOSED
         summary.refused += values["status"] == Match.Status.REFUSED
     # Files are fetched or rendered before the transaction: no network call holds its locks.
+    prepared = prepare(connection, [s.bill for _, s in autos]) if autos else None
     files = {
-        s.bill.pk: upload_file(connection, s.bill) for _, s in autos if not s.candidates[0]["target_ids"]
+        s.bill.pk: upload_file(connection, s.bill, prepared)
+        for _, s in autos
+        if not s.candidates[0]["target_ids"] and _source_id(connection, s.bill) not in prepared.links  # type: ignore[union-attr]
     }
     pushes: list[int] = []
     with transaction.atomic():
@@ -688,7 +691,7 @@ def write_matches(
             MatchLink.objects.bulk_create(links, batch_size=500)
             Decision.objects.bulk_create(decisions, batch_size=500)
             for match, s in autos:
-                push = _post(connection, qonto, match, s.bill, files.get(s.bill.pk))
+                push = _post(connection, qonto, match, s.bill, files.get(s.bill.pk), prepared)
                 if s.candidates[0]["target_ids"]:
                     summary.linked += 1
                 else:
@@ -706,41 +709,83 @@ def idempotency_key(connection: Connection, bill: Document) -> str:
     return str(uuid.uuid5(KEY_NAMESPACE, f"quickbooks:{realm}:bill:{bill.external_id}"))
 
 
-def upload_file(connection: Connection, bill: Document) -> tuple[str, bytes, str, str]:
+@dataclass
+class Prepared:
+    """What posting a batch of bills reads, loaded once (vendors, files, existing links)."""
+
+    connector: Any
+    buyer: str
+    vendors: dict[str, Counterparty]
+    attachments: dict[str, Any]
+    links: dict[str, RecordLink]
+
+
+def prepare(connection: Connection, bills: Sequence[Document]) -> Prepared:
+    from connectors.models import Attachment
+
+    vendor_ids = {b.counterparty_external_id for b in bills}
+    attachment_ids = {b.attachment_external_id for b in bills if b.attachment_external_id}
+    return Prepared(
+        connector=connection.connector(),
+        buyer=connection.organization.name if connection.organization_id else "",
+        vendors={
+            v.external_id: v
+            for v in Counterparty.objects.filter(
+                connection=connection, stream="vendors", external_id__in=vendor_ids
+            )
+        },
+        attachments={
+            a.external_id: a
+            for a in Attachment.objects.filter(
+                connection=connection, stream="attachments", external_id__in=attachment_ids
+            )
+        },
+        links={
+            link.source_id: link
+            for link in RecordLink.objects.filter(
+                organization_id=connection.organization_id,
+                source_provider="quickbooks",
+                source_type=LINK_SOURCE_TYPE,
+                target_provider="qonto",
+                target_type=LINK_TARGET_TYPE,
+                source_id__in=[_source_id(connection, b) for b in bills],
+            )
+        },
+    )
+
+
+def upload_file(
+    connection: Connection, bill: Document, prepared: Prepared | None = None
+) -> tuple[str, bytes, str, str]:
     """(file name, bytes, content type, origin) of what Qonto receives for ``bill``.
 
     The QuickBooks attachment when the bill has an uploadable one (§1.7: fetched now through a
     short-lived URL), else the rendered Factur-X PDF. A file that cannot be fetched falls back to
     the rendering, so a bill is never held back by its attachment.
     """
-    from connectors.models import Attachment
-
+    prepared = prepared or prepare(connection, [bill])
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", bill.number or f"bill-{bill.external_id}").strip("-") or "bill"
-    if bill.attachment_external_id:
-        attachment = Attachment.objects.filter(
-            connection=connection, stream="attachments", external_id=bill.attachment_external_id
-        ).first()
-        if attachment is not None and (attachment.size or 0) <= MAX_UPLOAD_BYTES:
-            try:
-                content, content_type = connection.connector().download_attachment(attachment.external_id)
-            except ConnectorError as exc:
-                logger.warning(
-                    "bill %s: attachment %s could not be fetched (%s); rendering a PDF instead",
-                    bill.pk,
-                    attachment.external_id,
-                    exc,
-                )
-            else:
-                kind = (content_type or attachment.content_type or "").lower()
-                if kind == "application/octet-stream":
-                    kind = (attachment.content_type or "").lower()
-                if kind in UPLOADABLE_TYPES and 0 < len(content) <= MAX_UPLOAD_BYTES:
-                    return attachment.file_name or f"{safe}.pdf", content, kind, "quickbooks_attachment"
-    vendor = Counterparty.objects.filter(
-        connection=connection, stream="vendors", external_id=bill.counterparty_external_id
-    ).first()
-    buyer = connection.organization.name if connection.organization_id else ""
-    pdf = render_bill_pdf(bill_data(bill, vendor, buyer))
+    attachment = (
+        prepared.attachments.get(bill.attachment_external_id) if bill.attachment_external_id else None
+    )
+    if attachment is not None and (attachment.size or 0) <= MAX_UPLOAD_BYTES:
+        try:
+            content, content_type = prepared.connector.download_attachment(attachment.external_id)
+        except ConnectorError as exc:
+            logger.warning(
+                "bill %s: attachment %s could not be fetched (%s); rendering a PDF instead",
+                bill.pk,
+                attachment.external_id,
+                exc,
+            )
+        else:
+            kind = (content_type or attachment.content_type or "").lower()
+            if kind == "application/octet-stream":
+                kind = (attachment.content_type or "").lower()
+            if kind in UPLOADABLE_TYPES and 0 < len(content) <= MAX_UPLOAD_BYTES:
+                return attachment.file_name or f"{safe}.pdf", content, kind, "quickbooks_attachment"
+    vendor = prepared.vendors.get(bill.counterparty_external_id)
+    pdf = render_bill_pdf(bill_data(bill, vendor, prepared.buyer))
     return f"{safe}.pdf", pdf, "application/pdf", "rendered_facturx"
 
 
@@ -778,14 +823,15 @@ def _post(
     qonto: Connection,
     match: Match,
     bill: Document,
-    prepared: tuple[str, bytes, str, str] | None = None,
+    file: tuple[str, bytes, str, str] | None = None,
+    prepared: Prepared | None = None,
 ) -> Push | None:
     """Carry out a posted match (inside the caller's transaction); the upload push, if any."""
     if connection.status != Connection.Status.ACTIVE:
         raise PostingRefused(
             "The QuickBooks connection is disconnected: nothing is posted to Qonto until it is reconnected."
         )
-    existing = _link(connection, bill)
+    existing = prepared.links.get(_source_id(connection, bill)) if prepared else _link(connection, bill)
     target_links = list(
         MatchLink.objects.filter(match=match, document__isnull=False).select_related("document")
     )
@@ -816,7 +862,7 @@ def _post(
         existing.data = {**existing.data, "match": match.pk}
         existing.save(update_fields=["data", "updated_at"])
         return Push.objects.filter(pk=existing.data.get("push"), status__in=[Push.Status.PENDING]).first()
-    name, content, content_type, origin = prepared or upload_file(connection, bill)
+    name, content, content_type, origin = file or upload_file(connection, bill, prepared)
     realm = (connection.options or {}).get("realmId", "")
     push = outbox.enqueue_push(
         qonto,

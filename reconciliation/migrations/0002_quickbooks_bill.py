@@ -4,24 +4,22 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('connectors', '0003_connection_firm'),
-        ('reconciliation', '0001_initial'),
+        ("connectors", "0003_connection_firm"),
+        ("reconciliation", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='QuickBooksBill',
-            fields=[
-            ],
+            name="QuickBooksBill",
+            fields=[],
             options={
-                'verbose_name': 'QuickBooks bill',
-                'verbose_name_plural': 'QuickBooks bills',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "QuickBooks bill",
+                "verbose_name_plural": "QuickBooks bills",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('connectors.document',),
+            bases=("connectors.document",),
         ),
     ]

@@ -502,3 +502,30 @@ def test_the_admin_shows_what_the_hub_did_and_the_outsider_sees_none_of_it(
         body = answer.json()
         assert (body["results"] if isinstance(body, dict) else body) == []
     assert api.get(f"/api/v1/matches/{match_of(world, waiting).pk}/").status_code == 404
+
+
+def test_owners_set_the_history_start_and_mapping_overrides_in_the_admin(
+    world: SimpleNamespace, client_for: Any, owner_a: Any, outsider: Any
+) -> None:
+    from connectors.quickbooks.mapping import mapping_for
+
+    url = f"/admin/reconciliation/quickbookssettings/{world.qbo.pk}/change/"
+    form = {
+        "history_start": "2026-01-01",
+        "mappings-TOTAL_FORMS": "1",
+        "mappings-INITIAL_FORMS": "0",
+        "mappings-MIN_NUM_FORMS": "0",
+        "mappings-MAX_NUM_FORMS": "1000",
+        "mappings-0-source_value": "Bill.PrivateNote",
+        "mappings-0-target_value": "invoice_number",
+        "mappings-0-note": "our numbers live in the memo",
+    }
+    assert client_for(outsider).post(url, form).status_code == 404
+    response = client_for(owner_a).post(url, form)
+    assert response.status_code == 302, response.content[:2000]
+    world.qbo.refresh_from_db()
+    assert world.qbo.options["history_start"] == "2026-01-01" and world.qbo.options["realmId"]
+    mapping = mapping_for(world.qbo)
+    assert mapping.version == 2 and mapping.path("Bill", "invoice_number") == "PrivateNote"
+    page = client_for(owner_a).get(url)
+    assert "Bill.PrivateNote" in page.text and "2026-01-01" in page.text
