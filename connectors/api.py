@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
-from django.utils.dateparse import parse_datetime
 
 from connectors.models import Connection, SyncCursor, SyncEvent, SyncRun
 from qontohub.api import TenantViewSet, router

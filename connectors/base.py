@@ -124,13 +124,13 @@ class Stream:
     name: ClassVar[str]
     model: ClassVar[str]
 
-    def pages(self, connector: "Connector", cursor: CursorState) -> Iterator[Page]:
+    def pages(self, connector: Connector, cursor: CursorState) -> Iterator[Page]:
         raise NotImplementedError(f"{type(self).__name__}.pages")
 
-    def to_row(self, connector: "Connector", record: Mapping[str, Any]) -> Row:
+    def to_row(self, connector: Connector, record: Mapping[str, Any]) -> Row:
         raise NotImplementedError(f"{type(self).__name__}.to_row")
 
-    def after_sync(self, connector: "Connector", run: Any) -> None:
+    def after_sync(self, connector: Connector, run: Any) -> None:
         """Checks that need the whole stream (e.g. running-balance continuity); optional."""
 
 
@@ -176,7 +176,7 @@ class Connector:
     oauth: ClassVar[OAuthSpec | None] = None
     streams: ClassVar[tuple[type[Stream], ...]] = ()
 
-    def __init__(self, connection: "Connection", http: "HttpClient | None" = None) -> None:
+    def __init__(self, connection: Connection, http: HttpClient | None = None) -> None:
         from connectors.http import HttpClient
         from connectors.oauth import install_refresh_hook
 

@@ -110,7 +110,7 @@ def describe_body(body: Any) -> str:
 
 
 def error_from_response(
-    response: requests.Response, connector: "Connector | None" = None
+    response: requests.Response, connector: Connector | None = None
 ) -> ConnectorError:
     status = response.status_code
     try:
@@ -150,7 +150,7 @@ def safe_url(url: str) -> str:
 class HttpClient:
     """Sends a connector's requests. One per connector instance; sessions are shared."""
 
-    def __init__(self, connector: "Connector | None" = None, *, provider: str | None = None) -> None:
+    def __init__(self, connector: Connector | None = None, *, provider: str | None = None) -> None:
         self.connector = connector
         self.provider = provider or (connector.slug if connector else "generic")
         self.requests_sent = 0

@@ -32,10 +32,10 @@ MONEY = {"max_digits": 18, "decimal_places": 2}
 class ConnectionQuerySet(TenantQuerySet):
     """Connections belong to an organisation, or (accounting software) to a firm."""
 
-    def active(self) -> "ConnectionQuerySet":
+    def active(self) -> ConnectionQuerySet:
         return self.filter(status=Connection.Status.ACTIVE)
 
-    def visible_to(self, user: Any) -> "ConnectionQuerySet":
+    def visible_to(self, user: Any) -> ConnectionQuerySet:
         from qontohub.tenancy import organization_ids_for, sees_everything
 
         if sees_everything(user):
@@ -486,6 +486,9 @@ class DocumentLine(models.Model):
 
     class Meta:
         ordering = ["document_id", "position"]
+
+    def __str__(self) -> str:
+        return f"{self.description or 'line'} {self.amount}"
 
 
 class Attachment(MirrorRecord):

@@ -18,7 +18,7 @@ PROVIDERS: dict[str, str] = {
 
 
 @cache
-def connector_class(slug: str) -> type["Connector"]:
+def connector_class(slug: str) -> type[Connector]:
     try:
         return import_string(PROVIDERS[slug])
     except KeyError as exc:

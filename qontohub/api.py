@@ -12,6 +12,7 @@ from rest_framework.routers import DefaultRouter
 
 from qontohub.models import Organization
 
+
 class HubRouter(DefaultRouter):
     """Routes answer with or without the trailing slash: REST clients post to
     ``/review-items/{id}/decision`` as documented, and a redirect would drop a POST body."""

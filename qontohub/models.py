@@ -16,7 +16,7 @@ from qontohub.tenancy import FirmRole, Role, TenantQuerySet, organization_ids_fo
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
-    def _create_user(self, email: str, password: str | None, **extra: Any) -> "User":
+    def _create_user(self, email: str, password: str | None, **extra: Any) -> User:
         if not email:
             raise ValueError("A user needs an email address: it is how they log in.")
         user = self.model(email=self.normalize_email(email).lower(), **extra)
@@ -24,12 +24,12 @@ class UserManager(BaseUserManager["User"]):
         user.save(using=self._db)
         return user
 
-    def create_user(self, email: str, password: str | None = None, **extra: Any) -> "User":
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
         extra.setdefault("is_staff", True)
         extra.setdefault("is_superuser", False)
         return self._create_user(email, password, **extra)
 
-    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> "User":
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
         extra.update(is_staff=True, is_superuser=True)
         return self._create_user(email, password, **extra)
 
@@ -83,12 +83,12 @@ class FirmMembership(models.Model):
 
 
 class OrganizationQuerySet(models.QuerySet):
-    def visible_to(self, user: Any) -> "OrganizationQuerySet":
+    def visible_to(self, user: Any) -> OrganizationQuerySet:
         if sees_everything(user):
             return self.all()
         return self.filter(pk__in=organization_ids_for(user))
 
-    def with_role(self, user: Any, roles: frozenset[str]) -> "OrganizationQuerySet":
+    def with_role(self, user: Any, roles: frozenset[str]) -> OrganizationQuerySet:
         if getattr(user, "is_superuser", False):
             return self.all()
         return self.filter(pk__in=organization_ids_for(user, roles))
@@ -146,7 +146,7 @@ def _hash_token(key: str) -> str:
 
 
 class ApiTokenQuerySet(models.QuerySet):
-    def active(self) -> "ApiTokenQuerySet":
+    def active(self) -> ApiTokenQuerySet:
         return self.filter(revoked_at__isnull=True)
 
 
@@ -172,7 +172,7 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, user: User, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user: User, name: str) -> tuple[ApiToken, str]:
         """Create a token; returns it with its plaintext key, which is never retrievable again."""
         key = "qh_" + secrets.token_urlsafe(32)
         token = cls.objects.create(
@@ -187,7 +187,7 @@ class ApiToken(models.Model):
         return key
 
     @classmethod
-    def authenticate(cls, key: str) -> "ApiToken | None":
+    def authenticate(cls, key: str) -> ApiToken | None:
         token = (
             cls.objects.active().select_related("user").filter(key_hash=_hash_token(key)).first()
         )
