@@ -367,7 +367,7 @@ _KIND_SIDES = {
 # rough frequencies of real payment behaviour, not fitted to one data set.
 # ---------------------------------------------------------------------------------------------
 
-_P_NO_DOCUMENT = 0.25  # bank fees, taxes, transfers between own accounts ...
+_P_NO_DOCUMENT = 0.30  # bank fees, taxes, transfers between own accounts ...
 _S_NONE = math.log(_P_NO_DOCUMENT / (1 - _P_NO_DOCUMENT))
 _NAME_TAU = 5.0  # name affinity exp((sim - 100) / tau): 100 -> 1, 90 -> 0.14, 70 -> 0.0025
 _NAME_UNKNOWN = 0.02  # chance the bank shows a name unrelated to the legal name (a brand)
@@ -981,8 +981,9 @@ class _Matcher:
                     best = (o, lp)
         if best is None:
             return None
-        # Chance that some line of this counterparty has exactly that amount anyway.
-        chance = n_lines * self.density(tx.side, tx.cur, rest, None)
+        # Chance that some line of this counterparty has exactly that amount anyway (the
+        # partner itself left out of the count).
+        chance = n_lines * self.density(tx.side, tx.cur, rest, txs[best[0]])
         return best[0], math.log1p(0.8 * math.exp(best[1]) / max(chance, 1e-9))
 
     def _id_evidence(self, tx: _Tx, p: int) -> list[tuple[str, float, str]]:
@@ -1399,6 +1400,12 @@ class _Matcher:
         if conf >= auto_threshold:
             decision = "auto"
         elif conf >= review_threshold:
+            decision = "review"
+        elif tied and conf * 3 >= review_threshold and sum(
+                c.confidence for c, e in zip(candidates, kept, strict=False)
+                if kept[0][0] - e[0] < _TIE_MARGIN) >= review_threshold:
+            # Two or three equally good answers (a recurring invoice, two namesakes) that
+            # together are likely: a person picks one, the engine never guesses.
             decision = "review"
         else:
             decision = "refused"
