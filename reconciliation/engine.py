@@ -14,17 +14,23 @@ runner) shares one implementation and one version string.
 
 How it decides
 --------------
-Every hypothesis "this line settles these documents" gets a score that is a sum of evidence
-weights (log-likelihood ratios, in nats) from independent signals: reference tokens, amount,
-counterparty name, tax id / IBAN, dates, side vs document kind, currency and the
-organisation's history. The hypotheses of one line, plus a constant "no document here"
-hypothesis, are normalised with a softmax; the confidence of a candidate is its share. A tie
-between the best candidates therefore caps both at 50 and can never auto-post, and a
-candidate only reaches the auto band when its evidence beats every alternative and the
-no-document option by a wide margin.
+Every hypothesis "this line settles these documents" (one document, a group paid by one
+transfer, or part of a document paid in instalments) gets a score in nats: the log prior of
+the hypothesis (how strongly the bank name designates the counterparty, which of its open
+documents) plus log-likelihood ratios of the evidence against "this line has no document
+here": reference tokens, amount (exact, short of a bank fee, converted from another
+currency, a round share of the total, the rest paid by another line), tax id / IBAN, dates,
+side vs document kind and the organisation's history. How surprising an amount is comes from
+the batch itself (round prices and crowded ranges weigh little, 4,317.29 weighs a lot).
+
+The hypotheses of one line and the "no document" hypothesis are normalised together; the
+confidence of a candidate is its posterior share. Equal evidence for two answers (recurring
+identical invoices, two namesakes) therefore caps both at 50: never auto-posted, and sent
+to review when together they are likely. A candidate reaches the auto band only when it beats
+every alternative and the no-document option by a wide margin.
 
 Candidates are found through indexes (amount buckets, reference tokens, counterparty name
-prefixes), never by comparing every line with every document.
+blocks, documents per bank name), never by comparing every line with every document.
 """
 from __future__ import annotations
 
@@ -377,16 +383,16 @@ _P_OVER = 0.01  # payments slightly above the invoice
 _P_PART = 0.05  # part payments (instalments, deposits)
 _P_GROUP = 0.08  # one transfer for several invoices
 _ROUND_FRACTIONS = (0.1, 0.2, 0.25, 0.3, 1 / 3, 0.4, 0.5, 0.6, 2 / 3, 0.7, 0.75, 0.8, 0.9)
-_DENSITY_PSEUDO = 20.0
-_LOG_AMOUNT_RANGE = math.log(100_000 / 1)
+_DENSITY_PSEUDO = 20.0  # weight, in lines, of the prior amount distribution (small batches)
+_LOG_AMOUNT_RANGE = math.log(100_000 / 1)  # prior: amounts even over 1.00 .. 100,000.00 in log
 _W_EXACT_MAX = 13.0  # an exact amount never weighs more than this, however rare
-_W_REF_FULL = 9.0
-_W_REF_DIGITS = 7.5
+_W_REF_FULL = 9.0  # a document's full number quoted (less when several documents share it)
+_W_REF_DIGITS = 7.5  # its digits without the letters ("20260042" for INV-2026-0042)
 _W_REF_MISS = -1.5  # the line quotes another document's number
 _W_REF_CONFLICT = -3.5  # ... another document of the same counterparty: likely that one
-_W_KIND_UNUSUAL = -1.0
-_W_SERIES = 4.0
-_TIE_MARGIN = 0.05
+_W_KIND_UNUSUAL = -1.0  # credit notes and unknown kinds: either side, at a cost
+_W_SERIES = 4.0  # nearest instance of a recurring invoice when the others are clearly further
+_TIE_MARGIN = 0.05  # scores this close are a tie: never auto-posted
 _LP_NEGLIGIBLE = -6.0  # parties the name gives less than e^-6 of its mass: near amounts ignored
 _LP_LINES = -2.5  # a line counts as another instalment of a party only if its name designates it
 
