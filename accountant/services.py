@@ -48,6 +48,7 @@ from accountant.models import (
     Journal,
     JournalEntry,
 )
+from connectors import outbox
 from connectors.base import AuthExpired, AuthRevoked, ConnectorError
 from connectors.models import Attachment, BankTransaction, Connection, Document, Push
 from connectors.outbox import send_push
@@ -1015,33 +1016,27 @@ def push_payload(entry: JournalEntry) -> dict[str, Any]:
 
 
 def _enqueue(entry: JournalEntry) -> Push:
-    """The entry's outbox row (created once per idempotency key; see the note on organisation).
-
-    ``connectors.outbox.enqueue_push`` takes the push's organisation from the connection, which a
-    firm-owned connection does not have; the push belongs to the client organisation, so its row
-    is written here with the same get-or-create on the unique (connection, key) pair.
-    """
+    """The entry's outbox row (created once per idempotency key), for the client organisation:
+    the firm's connection is shared by all its client files."""
     client_file = entry.client_file
     key = idempotency_key(entry)
-    push, created = Push.objects.get_or_create(
-        connection=client_file.connection,
-        idempotency_key=key,
-        defaults={
-            "organization_id": entry.organization_id,
-            "action": "ledger_entry.create",
-            "payload": push_payload(entry),
-            "source_type": ENTRY_SOURCE,
-            "source_id": str(entry.pk),
-        },
-    )
-    if created and entry.supporting_file:
+    payload = push_payload(entry)
+    content = None
+    if entry.supporting_file and not Push.objects.filter(connection=client_file.connection, idempotency_key=key).exists():
         entry.supporting_file.open("rb")
         try:
-            content = ContentFile(entry.supporting_file.read(), name=push.payload.get("filename") or f"{key}.pdf")
+            content = ContentFile(entry.supporting_file.read(), name=payload.get("filename") or f"{key}.pdf")
         finally:
             entry.supporting_file.close()
-        push.file.save(content.name, content, save=True)
-    return push
+    return outbox.enqueue_push(
+        client_file.connection,
+        "ledger_entry.create",
+        key,
+        payload,
+        file=content,
+        source=(ENTRY_SOURCE, str(entry.pk)),
+        organization_id=entry.organization_id,
+    )
 
 
 def push_entry(entry: JournalEntry, *, send_now: bool = True) -> Push | None:

@@ -56,20 +56,26 @@ def enqueue_push(
     payload: dict[str, Any],
     file: File | None = None,
     source: tuple[str, str] = ("", ""),
+    organization_id: int | None = None,
 ) -> Push:
     """Record a write to send; enqueuing the same ``idempotency_key`` again returns the first push.
 
     ``file`` (a Django ``File``/``ContentFile`` with a name) is stored with the push until it is
     done. ``source`` is ``(type, id)`` of the hub record the write comes from, for the audit trail.
+    ``organization_id`` names the organisation the write is for when the connection belongs to a
+    firm (accounting software shared by its client files); it defaults to the connection's own.
     """
     if not idempotency_key:
         raise ValueError("a push needs an idempotency key: it is what makes re-sending safe")
+    organization_id = organization_id or connection.organization_id
+    if organization_id is None:
+        raise ValueError("a push on a firm's connection must say which client organisation it is for")
     source_type, source_id = source
     push, created = Push.objects.get_or_create(
         connection=connection,
         idempotency_key=idempotency_key,
         defaults={
-            "organization_id": connection.organization_id,
+            "organization_id": organization_id,
             "action": action,
             "payload": payload,
             "source_type": source_type or "",

@@ -145,3 +145,14 @@ def test_drain_sends_every_due_push_once(conn, org_b):
     assert sorted(toy.PUSHES_SENT) == ["k-0", "k-1", "k-2"]
     assert Push.objects.filter(status=Push.Status.DONE).count() == 3
     assert outbox.drain_outbox() == 0
+
+
+def test_a_push_on_a_firm_connection_belongs_to_the_client_organisation(org_a):
+    from connectors.models import Connection
+    from connectors.outbox import enqueue_push
+
+    firm_connection = Connection.objects.create(firm=org_a.firm, provider="pennylane", status="active")
+    with pytest.raises(ValueError, match="which client organisation"):
+        enqueue_push(firm_connection, "ledger_entry.create", "k-1", {})
+    push = enqueue_push(firm_connection, "ledger_entry.create", "k-1", {}, organization_id=org_a.pk)
+    assert push.organization_id == org_a.pk
