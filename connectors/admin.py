@@ -155,7 +155,7 @@ class ConnectionAdmin(TenantAdmin):
             {"slug": slug, "name": connector_class(slug).name, "methods": connector_class(slug).auth_methods}
             for slug in PROVIDERS
             # Firm-owned providers (accounting software) are connected from the client files.
-            if getattr(connector_class(slug), "owner", "organization") != "firm"
+            if connector_class(slug).owner != "firm"
         ]
         context = {
             **self.admin_site.each_context(request),

@@ -171,6 +171,9 @@ class Connector:
 
     slug: ClassVar[str]
     name: ClassVar[str]
+    #: Who holds the connection: "organization" (Qonto, QuickBooks…) or "firm" (the accounting
+    #: software an accounting firm connects once for all its client files).
+    owner: ClassVar[str] = "organization"
     #: "oauth2" or "api_key" — which ways of connecting the provider offers.
     auth_methods: ClassVar[tuple[str, ...]] = ("oauth2",)
     oauth: ClassVar[OAuthSpec | None] = None

@@ -113,12 +113,21 @@ def _revoke_quietly(connection: Connection) -> str:
 
 
 # --- OAuth --------------------------------------------------------------------------------------
+def _require_organization_owned(cls: type[Connector]) -> None:
+    if cls.owner != "organization":
+        raise ConnectError(
+            f"{cls.name} is connected once by the accounting firm for all its client files: "
+            "use the client files' association wizard instead."
+        )
+
+
 def start_connect(
     organization: Organization, user: Any, provider: str, redirect_uri: str
 ) -> tuple[Connection, str]:
     """Create (or reuse) a pending connection and return it with the provider's consent URL."""
     cls = provider_class(provider)
     _require_manager(user, organization)
+    _require_organization_owned(cls)
     if cls.oauth is None or "oauth2" not in cls.auth_methods:
         raise ConnectError(f"{cls.name} cannot be connected by OAuth; use its API key form instead.")
     # An abandoned attempt is reused rather than piling up pending rows.
@@ -284,6 +293,7 @@ def connect_api_key(
     """Connect with an API key after checking it with the provider; nothing is saved if it fails."""
     cls = provider_class(provider)
     _require_manager(user, organization)
+    _require_organization_owned(cls)
     if "api_key" not in cls.auth_methods:
         raise ConnectError(f"{cls.name} cannot be connected with an API key; use Connect instead.")
     login, secret_key = (login or "").strip(), (secret_key or "").strip()

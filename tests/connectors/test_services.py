@@ -250,3 +250,9 @@ def test_firm_connection_is_managed_by_firm_members(qonto, org_a, accountant, ow
     with pytest.raises(PermissionDenied):
         services.disconnect(connection, owner_a)
     assert services.disconnect(connection, accountant).status == Connection.Status.DISCONNECTED
+
+
+def test_a_firm_level_provider_cannot_be_connected_to_one_organisation(owner_a, org_a):
+    with pytest.raises(services.ConnectError, match="association wizard"):
+        services.connect_api_key(org_a, owner_a, "pennylane", "firm", "pl-firm-dev-token")
+    assert not Connection.objects.filter(provider="pennylane").exists()
