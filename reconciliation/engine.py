@@ -318,6 +318,12 @@ _ALNUM_UP = re.compile(r"[^A-Z0-9]+")
 _REF_TOKEN = re.compile(r"[A-Z0-9]+(?:[-/._:][A-Z0-9]+)*")
 _DIGITS = re.compile(r"\D+")
 _HAS_DIGIT = re.compile(r"\d").search
+_NOT_A_REFERENCE = re.compile(
+    r"\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?"  # 12/03, 12.03.2026
+    r"|\d{4}-\d{2}-\d{2}"  # 2026-03-12
+    r"|X+\d{2,6}"  # X4821, XXXX4821
+    r"|\d{1,2}[:H]\d{2}"  # 14:05, 14H05
+).fullmatch
 
 
 def _name_key(name: NormalizedName) -> str:
@@ -388,6 +394,7 @@ _LOG_AMOUNT_RANGE = math.log(100_000 / 1)  # prior: amounts even over 1.00 .. 10
 _W_EXACT_MAX = 13.0  # an exact amount never weighs more than this, however rare
 _W_REF_FULL = 9.0  # a document's full number quoted (less when several documents share it)
 _W_REF_DIGITS = 7.5  # its digits without the letters ("20260042" for INV-2026-0042)
+_W_REF_STRONG = 6.0  # from here a quoted number explains the line (a bare "0042" does not)
 _W_REF_MISS = -1.5  # the line quotes another document's number
 _W_REF_CONFLICT = -3.5  # ... another document of the same counterparty: likely that one
 _W_KIND_UNUSUAL = -1.0  # credit notes and unknown kinds: either side, at a cost
@@ -706,7 +713,8 @@ def _reference_hits(tx: _Tx, index: _Index) -> dict[int, tuple[float, str]]:
     seen: set[str] = set()
     docs = index.docs
     for where, text in sources:
-        tokens = _REF_TOKEN.findall(_fold(text).upper())
+        # Dates and masked card numbers ("CARTE 12/03 X4821") are not invoice numbers.
+        tokens = [t for t in _REF_TOKEN.findall(_fold(text).upper()) if not _NOT_A_REFERENCE(t)]
         n = len(tokens)
         for i in range(n):
             key = ""
@@ -1442,7 +1450,7 @@ def _prepare(transactions: Sequence[Transaction], documents: Sequence[Document],
     else:
         pass1(txs)
     for tx in txs:
-        strong = [d for d, (w, _) in tx.refs.items() if w >= 5.0]
+        strong = [d for d, (w, _) in tx.refs.items() if w >= _W_REF_STRONG]
         tx.ref_strong = bool(strong)
         tx.ref_parties = frozenset(index.docs[d].party for d in strong)
     # Batch statistics the scores need: amount densities, lines per party, exchange rates.

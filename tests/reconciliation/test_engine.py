@@ -105,6 +105,16 @@ def test_partial_number_in_reference_is_used():
     assert any("partial reference 3342" in e for e in explanations(result))
 
 
+def test_card_dates_and_masked_numbers_are_not_references():
+    # "12/03" and "X4821" on a card line must not be read as the end of invoice numbers.
+    docs = [doc("64.90", "Helio Print SRL", "HP-1203", did="same_digits"),
+            doc("64.90", "Helio Print SRL", "HP-4821", did="card_digits")] + background()
+    result = run([tx("-64.90", "CARTE 12/03 X4821 HELIO PRINT", tid="t")], docs)["t"]
+    assert result.decision != "auto"  # two equal invoices, nothing tells them apart
+    for cand in result.candidates:
+        assert not any(f.name == "reference" for f in cand.features)
+
+
 def test_reference_to_another_document_weighs_against_an_equal_amount():
     docs = [doc("250.00", "Quartz Media SAS", "Q-7781", did="same_amount"),
             doc("260.00", "Quartz Media SAS", "Q-7782", did="quoted")] + background()
