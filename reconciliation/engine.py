@@ -889,8 +889,19 @@ class _Matcher:
         if not bucket:
             return False
         prior = tx.prior
-        docs = self.index.docs
-        return any(prior.get(docs[d].party, -99.0) >= -4.0 for d in bucket)
+        if len(bucket) <= 2 * len(prior):
+            docs = self.index.docs
+            return any(prior.get(docs[d].party, -99.0) >= -4.0 for d in bucket)
+        # A round price shared by hundreds of documents: look from the named parties instead.
+        party_sorted = self.index.party_sorted
+        for p, lp in prior.items():
+            if lp >= -4.0:
+                found = party_sorted.get((p, tx.side, tx.cur))
+                if found:
+                    k = bisect_left(found[0], tx.cents)
+                    if k < len(found[0]) and found[0][k] == tx.cents:
+                        return True
+        return False
 
     def density(self, side: str, cur: str, cents: int, own: _Tx | None) -> float:
         """Chance that a line with no document here shows exactly this amount (per cent).
