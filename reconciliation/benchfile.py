@@ -96,15 +96,29 @@ def write_results(results: Sequence[Result], path: str | Path) -> None:
     out.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
 
 
+def default_workers() -> int:
+    """Processes worth using now: every CPU when the machine is idle, one when it is busy.
+
+    On an oversubscribed machine the extra process only adds copying; the one-minute load
+    average tells which case this is.
+    """
+    cpus = min(4, os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return cpus if load < cpus - 0.75 else 1
+
+
 def run_file(dataset_path: str | Path, output_path: str | Path, *, baseline: bool = False,
              workers: int | None = None) -> dict:
     """Load, match and write; returns the timings in seconds and the decision counts.
 
-    ``workers`` defaults to the number of CPUs (at most 4): this runner is a single-threaded
-    command, so the engine may fork to score in parallel.
+    ``workers`` defaults to the idle CPUs: this runner is a single-threaded command, so the
+    engine may fork to work in parallel, which pays only when cores are free.
     """
     if workers is None:
-        workers = max(1, min(4, os.cpu_count() or 1))
+        workers = default_workers()
     # Loading and writing build hundreds of thousands of acyclic objects: no cycle collection.
     collecting = gc.isenabled()
     gc.disable()
