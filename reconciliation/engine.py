@@ -1384,7 +1384,7 @@ class _Matcher:
         bonus = self._series_dates(tx, singles)
         best = max((row[0] for row in singles), default=-99.0)
         groups = self._groups_from_refs(tx)
-        if tx.free and best < _S_NONE + 6.0:
+        if tx.free and best < _S_NONE + 4.0:
             groups.extend(self._groups_from_party(tx))
         entries: list[tuple[float, tuple[int, ...], _Hyp | None]] = [(row[0], (row[1],), None) for row in singles]
         seen: set[frozenset[int]] = set()
