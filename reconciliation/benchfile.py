@@ -9,7 +9,7 @@ those of ``shared/bench/README.md``:
 
 Usage::
 
-    python -m reconciliation.benchfile DATASET.json --output RESULTS.json [--baseline]
+    python -m reconciliation.benchfile DATASET.json --output RESULTS.json [--baseline] [--workers N]
 """
 from __future__ import annotations
 
@@ -156,8 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dataset", type=Path, help="dataset.json")
     parser.add_argument("--output", type=Path, required=True, help="results.json to write")
     parser.add_argument("--baseline", action="store_true", help="run the naive baseline instead")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes to use (default: the idle CPUs, see default_workers)")
     args = parser.parse_args(argv)
-    timings = run_file(args.dataset, args.output, baseline=args.baseline)
+    timings = run_file(args.dataset, args.output, baseline=args.baseline, workers=args.workers)
     print(json.dumps(timings), file=sys.stderr)
     return 0
 
