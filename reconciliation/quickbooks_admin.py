@@ -35,7 +35,7 @@ from connectors.models import Connection, Document, Push, RecordLink, ValueMappi
 from connectors.quickbooks.mapping import DEFAULTS, MappingError, set_override
 from qontohub.admin_base import TenantAdmin
 from reconciliation.models import Match
-from reconciliation.quickbooks_flow import LINK_SOURCE_TYPE, LINK_TARGET_TYPE, NEW_LABEL, ROUTE
+from reconciliation.quickbooks_flow import LINK_SOURCE_TYPE, LINK_TARGET_TYPE, NEW_LABEL, ROUTE, source_id_of
 
 
 class QuickBooksBillManager(Document._default_manager.__class__):  # type: ignore[misc]
@@ -94,14 +94,18 @@ def attach(bills: list[Any]) -> None:
     """Set ``_match``, ``_link``, ``_push`` on each bill (four queries for any number of bills)."""
     pks = [b.pk for b in bills]
     matches = {m.document_id: m for m in Match.objects.filter(route=ROUTE, document_id__in=pks)}
+    # Record links by their natural key "<realmId>:<bill Id>" (indexed), not by a JSON field.
+    source_ids = {source_id_of(b.connection, b): b.pk for b in bills}
     links: dict[int, RecordLink] = {}
     for link in RecordLink.objects.filter(
+        organization_id__in={b.organization_id for b in bills},
         source_provider="quickbooks",
         source_type=LINK_SOURCE_TYPE,
+        source_id__in=list(source_ids),
+        target_provider="qonto",
         target_type=LINK_TARGET_TYPE,
-        organization_id__in={b.organization_id for b in bills},
-    ).filter(data__bill_pk__in=pks):
-        links[int(link.data.get("bill_pk"))] = link
+    ):
+        links[source_ids[link.source_id]] = link
     push_ids = [link.data.get("push") for link in links.values() if link.data.get("push")]
     pushes = {
         p.pk: p for p in Push.objects.filter(pk__in=push_ids).only("pk", "status", "last_error", "remote_id")

@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,7 +59,8 @@ from urllib.parse import urlsplit
 
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 from stdnum.eu import vat as eu_vat
@@ -428,7 +430,8 @@ def score_bills(
                     auto,
                     review,
                     bill.fingerprint,
-                    enrichment,
+                    # What the scores came out as, not the counts behind them: another bill of
+                    # the vendor being posted must not re-score (and re-version) this one.
                     [(c["target_ids"], c["confidence"]) for c in candidates],
                 )
             ).encode()
@@ -484,6 +487,25 @@ def eligible_bills(connection: Connection) -> Any:
     return bills
 
 
+def bills_to_consider(connection: Connection) -> Any:
+    """Eligible bills the flow has work for: never scored, still undecided, or read again from
+    QuickBooks since their match was decided (an edit to record). A decided bill that did not
+    change is not even loaded, so an hourly run costs what changed, not the whole history."""
+    match = Match.objects.filter(route=ROUTE, document=OuterRef("pk"))
+    return (
+        eligible_bills(connection)
+        .annotate(
+            match_status=Subquery(match.values("status")[:1]),
+            match_at=Subquery(match.annotate(at=Coalesce("decided_at", "scored_at")).values("at")[:1]),
+        )
+        .filter(
+            Q(match_status__isnull=True)
+            | Q(match_status__in=Match.UNDECIDED)
+            | Q(match_status__in=Match.POSTED, synced_at__gt=F("match_at"))
+        )
+    )
+
+
 def free_targets(organization_id: int) -> list[Document]:
     """Qonto supplier invoices no bill is tied to yet (by a posted match or a record link)."""
     linked_ids = set(
@@ -507,10 +529,8 @@ def free_targets(organization_id: int) -> list[Document]:
 def run_flow(connection_id: int, *, send: bool = True) -> FlowSummary:
     """Score and post the bills of one QuickBooks connection; safe to run twice.
 
-    ``send=False`` leaves the uploads to the outbox drain (the benchmark sends them itself).
+    ``send=False`` leaves the uploads to the outbox drain.
     """
-    import time
-
     started = time.perf_counter()
     summary = FlowSummary(connection_id=connection_id)
     connection = Connection.objects.get(pk=connection_id)
@@ -530,10 +550,11 @@ def run_flow(connection_id: int, *, send: bool = True) -> FlowSummary:
     from reconciliation.services import policy_for
 
     policy = policy_for(connection.organization_id)
-    bills = list(eligible_bills(connection).order_by("pk"))
+    considered = bills_to_consider(connection)
+    bills = list(considered.order_by("pk"))
     summary.bills = len(bills)
     matches = {
-        m.document_id: m for m in Match.objects.filter(route=ROUTE, document__in=[b.pk for b in bills])
+        m.document_id: m for m in Match.objects.filter(route=ROUTE, document__in=considered.values("pk"))
     }
     summary.updates_recorded = record_edits(
         connection, [b for b in bills if b.pk in matches and matches[b.pk].status in Match.POSTED]
@@ -632,7 +653,7 @@ def write_matches(
     files = {
         s.bill.pk: upload_file(connection, s.bill, prepared)
         for _, s in autos
-        if not s.candidates[0]["target_ids"] and _source_id(connection, s.bill) not in prepared.links  # type: ignore[union-attr]
+        if not s.candidates[0]["target_ids"] and source_id_of(connection, s.bill) not in prepared.links  # type: ignore[union-attr]
     }
     pushes: list[int] = []
     with transaction.atomic():
@@ -748,7 +769,7 @@ def prepare(connection: Connection, bills: Sequence[Document]) -> Prepared:
                 source_type=LINK_SOURCE_TYPE,
                 target_provider="qonto",
                 target_type=LINK_TARGET_TYPE,
-                source_id__in=[_source_id(connection, b) for b in bills],
+                source_id__in=[source_id_of(connection, b) for b in bills],
             )
         },
     )
@@ -794,13 +815,14 @@ def _link(connection: Connection, bill: Document) -> RecordLink | None:
         organization_id=connection.organization_id,
         source_provider="quickbooks",
         source_type=LINK_SOURCE_TYPE,
-        source_id=_source_id(connection, bill),
+        source_id=source_id_of(connection, bill),
         target_provider="qonto",
         target_type=LINK_TARGET_TYPE,
     ).first()
 
 
-def _source_id(connection: Connection, bill: Document) -> str:
+def source_id_of(connection: Connection, bill: Document) -> str:
+    """The record link's source id of a bill: ``<realmId>:<bill Id>`` (QuickBooks ids are per company)."""
     realm = (connection.options or {}).get("realmId") or f"connection-{connection.pk}"
     return f"{realm}:{bill.external_id}"
 
@@ -831,7 +853,7 @@ def _post(
         raise PostingRefused(
             "The QuickBooks connection is disconnected: nothing is posted to Qonto until it is reconnected."
         )
-    existing = prepared.links.get(_source_id(connection, bill)) if prepared else _link(connection, bill)
+    existing = prepared.links.get(source_id_of(connection, bill)) if prepared else _link(connection, bill)
     target_links = list(
         MatchLink.objects.filter(match=match, document__isnull=False).select_related("document")
     )
@@ -851,7 +873,7 @@ def _post(
             organization_id=connection.organization_id,
             source_provider="quickbooks",
             source_type=LINK_SOURCE_TYPE,
-            source_id=_source_id(connection, bill),
+            source_id=source_id_of(connection, bill),
             target_provider="qonto",
             target_type=LINK_TARGET_TYPE,
             defaults={"target_id": invoice.external_id, "data": data},
@@ -888,7 +910,7 @@ def _post(
         organization_id=connection.organization_id,
         source_provider="quickbooks",
         source_type=LINK_SOURCE_TYPE,
-        source_id=_source_id(connection, bill),
+        source_id=source_id_of(connection, bill),
         target_provider="qonto",
         target_type=LINK_TARGET_TYPE,
         defaults={
@@ -942,10 +964,13 @@ def send_upload_task(push_id: int) -> str:
 
 def _settle(push: Push) -> bool:
     info = (push.payload or {}).get("quickbooks") or {}
+    # The link's natural key (indexed by its unique constraint), then the push it waits for.
+    source_id = f"{info.get('realm') or 'connection-' + str(info.get('connection'))}:{info.get('bill')}"
     updated = RecordLink.objects.filter(
         organization_id=push.organization_id,
         source_provider="quickbooks",
         source_type=LINK_SOURCE_TYPE,
+        source_id=source_id,
         target_provider="qonto",
         target_type=LINK_TARGET_TYPE,
         data__push=push.pk,
@@ -1005,12 +1030,12 @@ def record_edits(connection: Connection, bills: Iterable[Document]) -> int:
             source_provider="quickbooks",
             source_type=LINK_SOURCE_TYPE,
             target_type=LINK_TARGET_TYPE,
-            source_id__in=[_source_id(connection, b) for b in bills],
+            source_id__in=[source_id_of(connection, b) for b in bills],
         )
     }
     recorded = 0
     for bill in bills:
-        link = links.get(_source_id(connection, bill))
+        link = links.get(source_id_of(connection, bill))
         if link is None:
             continue
         before = (link.data or {}).get("bill") or {}
