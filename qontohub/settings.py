@@ -259,8 +259,6 @@ LOGGING = {
 # Functions that add each app's demo data after ``seed_demo`` created the core workspace.
 DEMO_SEEDERS: list[str] = ["connectors.demo.seed_connections", "accountant.demo.seed_accountant"]
 
-# Tasks enqueued with (connection_id, changed) after a sync that brought new or changed records.
-AFTER_SYNC_TASKS: list[str] = []
 # Sync runs, events, webhook events and finished pushes older than this are pruned daily.
 HISTORY_RETENTION_DAYS = int(os.environ.get("HISTORY_RETENTION_DAYS", "90"))
 
@@ -314,7 +312,8 @@ HTTP_BACKOFF_CAP = float(os.environ.get("HTTP_BACKOFF_CAP", "30"))
 # --- After a sync -------------------------------------------------------------------------
 # Tasks (dotted paths) that connectors enqueue after a sync that brought new or changed records,
 # called as task(connection_id, changed); apps to the right hook in here, connectors import none.
-AFTER_SYNC_TASKS = ["reconciliation.tasks.after_sync"]
-AFTER_SYNC_TASKS.append("accountant.tasks.after_sync")
-# QuickBooks bills → Qonto supplier invoices (issue 5): after a QuickBooks or Qonto sync.
-AFTER_SYNC_TASKS.append("reconciliation.quickbooks_flow.after_sync")
+AFTER_SYNC_TASKS: list[str] = [
+    "reconciliation.tasks.after_sync",  # bank transactions ↔ documents
+    "accountant.tasks.after_sync",  # entries of real-time client files
+    "reconciliation.quickbooks_flow.after_sync",  # QuickBooks bills → Qonto supplier invoices
+]
