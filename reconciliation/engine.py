@@ -1211,6 +1211,13 @@ class _Matcher:
         bucket = index.by_amount.get((tx.side, tx.cur, t), ())
         if len(bucket) <= 30:
             cand.update(bucket)
+        if tx.ref_strong:
+            # Quoted number, exact amount and name agree: near amounts cannot compete with that.
+            for d, (w, _) in tx.refs.items():
+                doc = docs[d]
+                if (w >= _W_REF_DIGITS - 0.01 and doc.cents == t and doc.cur == tx.cur
+                        and tx.side in doc.sides and prior.get(doc.party, -99.0) >= -1.5):
+                    return cand
         if not prior:
             # A name that designates nobody: near amounts only when very few documents are close.
             srt = index.sorted_amounts.get((tx.side, tx.cur))
