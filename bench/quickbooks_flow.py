@@ -32,7 +32,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 SECTION = "qbo"
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +158,7 @@ def main() -> str:
         sync_requests = sum(qbo_api.request_counts.values())
 
         t0 = time.perf_counter()
-        first = flow.run_flow(qbo.pk)
+        flow.run_flow(qbo.pk)
         timings["flow: enrich, score, post the auto band"] = time.perf_counter() - t0
         bands = Counter(Match.objects.filter(route=flow.ROUTE).values_list("status", flat=True))
 
