@@ -107,7 +107,7 @@ def default_workers() -> int:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         load = 0.0
-    return cpus if load < cpus - 0.75 else 1
+    return cpus if load < cpus - 0.5 else 1
 
 
 def run_file(dataset_path: str | Path, output_path: str | Path, *, baseline: bool = False,

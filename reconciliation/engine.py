@@ -39,6 +39,7 @@ import math
 import os
 import pickle
 import re
+import signal
 import threading
 import unicodedata
 from bisect import bisect_left, bisect_right
@@ -1444,36 +1445,51 @@ class _Matcher:
         return Result(tx.src.id, decision, conf, candidates)
 
 
-def _prepare(transactions: Sequence[Transaction], documents: Sequence[Document],
-             history: History | None, forking: bool = False) -> _Matcher:
-    """Indexes, then pass 1: who each line is likely to be and which numbers it quotes."""
+def _build(transactions: Sequence[Transaction], documents: Sequence[Document],
+           history: History | None) -> _Matcher:
+    """Indexes of the documents and the working records of the lines."""
     index = _Index(documents)
     txs = [_Tx(i, t) for i, t in enumerate(transactions)]
-    matcher = _Matcher(index, txs, history)
+    return _Matcher(index, txs, history)
 
-    def pass1(part: list[_Tx]) -> tuple[dict, list[dict[int, tuple[float, str]]]]:
-        for tx in part:
-            index.identify(tx)
-            tx.refs = _reference_hits(tx, index)
-        return index.prior_cache, [tx.refs for tx in part]
 
-    if forking:
-        half = len(txs) // 2
-        _, (priors, refs) = _fork_map(pass1, [txs[:half], txs[half:]])
-        for key, value in priors.items():
-            index.prior_cache.setdefault(key, value)
-        for tx, found in zip(txs[half:], refs, strict=True):
-            tx.refs = found
-            tx.parties, tx.prior, tx.prior_default = index.prior_cache[(tx.name_key, tx.side)]
-    else:
-        pass1(txs)
-    for tx in txs:
+def _pass1(matcher: _Matcher, part: Sequence[_Tx]) -> tuple[dict, list[dict[int, tuple[float, str]]]]:
+    """Who each line is likely to be, and which numbers it quotes; returned to share."""
+    index = matcher.index
+    for tx in part:
+        index.identify(tx)
+        tx.refs = _reference_hits(tx, index)
+    return index.prior_cache, [tx.refs for tx in part]
+
+
+def _adopt(matcher: _Matcher, part: Sequence[_Tx], shared: tuple[dict, list]) -> None:
+    """Take over pass 1 of lines another process did (see :func:`_pass1`)."""
+    priors, refs = shared
+    cache = matcher.index.prior_cache
+    for key, value in priors.items():
+        cache.setdefault(key, value)
+    for tx, found in zip(part, refs, strict=True):
+        tx.refs = found
+        tx.parties, tx.prior, tx.prior_default = cache[(tx.name_key, tx.side)]
+
+
+def _finish(matcher: _Matcher) -> None:
+    """Batch statistics the scores need: amount densities, lines per party, exchange rates."""
+    docs = matcher.index.docs
+    for tx in matcher.txs:
         strong = [d for d, (w, _) in tx.refs.items() if w >= _W_REF_STRONG]
         tx.ref_strong = bool(strong)
-        tx.ref_parties = frozenset(index.docs[d].party for d in strong)
-    # Batch statistics the scores need: amount densities, lines per party, exchange rates.
+        tx.ref_parties = frozenset(docs[d].party for d in strong)
     matcher.index_transactions()
-    matcher.fx.learn(txs, index)
+    matcher.fx.learn(matcher.txs, matcher.index)
+
+
+def _prepare(transactions: Sequence[Transaction], documents: Sequence[Document],
+             history: History | None) -> _Matcher:
+    """Everything before scoring, in this process."""
+    matcher = _build(transactions, documents, history)
+    _pass1(matcher, matcher.txs)
+    _finish(matcher)
     return matcher
 
 
@@ -1491,64 +1507,126 @@ def reconcile(
     ``auto`` when the best candidate's confidence reaches ``auto_threshold`` and it is not tied,
     ``review`` from ``review_threshold``, otherwise ``refused`` (candidates are still listed).
 
-    ``workers`` > 1 scores large batches in forked processes (POSIX only). Only for
+    ``workers`` > 1 spreads large batches over forked processes (POSIX only). Only for
     single-threaded callers such as the command-line runner: forking a threaded web or queue
     worker is unsafe, so the engine silently stays in-process when other threads are alive.
+    The answers are the same either way.
     """
     # The batch builds millions of small acyclic objects; generational garbage collection
     # passes over them would cost a third of the run and free nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        forking = (workers > 1 and len(transactions) >= 2000 and hasattr(os, "fork")
-                   and threading.active_count() == 1)
-        matcher = _prepare(transactions, documents, history, forking)
-        txs = matcher.txs
-        # Pass 2: score the hypotheses of each line.
-        if not forking:
-            return [matcher.result(tx, auto_threshold, review_threshold) for tx in txs]
-        size = -(-len(txs) // workers)
-        slices = [txs[k:k + size] for k in range(0, len(txs), size)]
-        parts = _fork_map(lambda part: [matcher.result(tx, auto_threshold, review_threshold) for tx in part], slices)
-        return [r for part in parts for r in part]
+        if (workers > 1 and len(transactions) >= 2000 and hasattr(os, "fork")
+                and threading.active_count() == 1):
+            found = _reconcile_forked(transactions, documents, history, auto_threshold, review_threshold,
+                                      min(workers, 8))
+            if found is not None:
+                return found
+        matcher = _prepare(transactions, documents, history)
+        return [matcher.result(tx, auto_threshold, review_threshold) for tx in matcher.txs]
     finally:
         if collecting:
             gc.enable()
 
 
-def _fork_map(fn, slices: list[list[_Tx]]) -> list:
-    """fn(slice) for every slice, the first here and the others in forked children.
+def _send(fd: int, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    os.write(fd, len(data).to_bytes(8, "little"))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
-    Children inherit the indexes copy-on-write and send their answer back pickled; a child
-    that fails is replaced by doing its share here, so forking never loses a line.
+
+def _receive(fd: int) -> object:
+    def exactly(n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError("worker process ended early")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    return pickle.loads(exactly(int.from_bytes(exactly(8), "little")))
+
+
+def _reconcile_forked(transactions: Sequence[Transaction], documents: Sequence[Document],
+                      history: History | None, auto_threshold: int, review_threshold: int,
+                      workers: int) -> list[Result] | None:
+    """The same work spread over forked processes, each owning a slice of the lines.
+
+    Every process builds its own indexes (so nothing large is shared copy-on-write), does pass
+    1 for its slice and trades it through this process, then scores its slice. Returns None
+    when a worker fails, so the caller does everything here instead.
     """
-    children = []
-    for part in slices[1:]:
-        read_fd, write_fd = os.pipe()
+    n = len(transactions)
+    size = -(-n // workers)
+    bounds = [(k, min(n, k + size)) for k in range(0, n, size)]
+    children: list[tuple[int, int, int]] = []  # pid, read end (from child), write end (to child)
+    for k in range(1, len(bounds)):
+        up_r, up_w = os.pipe()
+        down_r, down_w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # child: compute, send, and leave without running the parent's cleanup
+        if pid == 0:  # worker k: leaves without running the parent's cleanup
             status = 1
             try:
-                os.close(read_fd)
-                data = pickle.dumps(fn(part), protocol=pickle.HIGHEST_PROTOCOL)
-                with os.fdopen(write_fd, "wb") as out:
-                    out.write(data)
+                os.close(up_r)
+                os.close(down_w)
+                for _, r, w in children:
+                    os.close(r)
+                    os.close(w)
+                matcher = _build(transactions, documents, history)
+                lo, hi = bounds[k]
+                mine = matcher.txs[lo:hi]
+                _send(up_w, _pass1(matcher, mine))
+                others = _receive(down_r)
+                for j, shared in others.items():
+                    a, b = bounds[j]
+                    _adopt(matcher, matcher.txs[a:b], shared)
+                _finish(matcher)
+                _send(up_w, [matcher.result(tx, auto_threshold, review_threshold) for tx in mine])
                 status = 0
             finally:
                 os._exit(status)
-        os.close(write_fd)
-        children.append((pid, read_fd, part))
-    results = [fn(slices[0])]
-    for pid, read_fd, part in children:
-        with os.fdopen(read_fd, "rb") as inp:
-            data = inp.read()
-        _, status = os.waitpid(pid, 0)
-        try:
-            answer = pickle.loads(data) if status == 0 and data else None
-        except Exception:  # a truncated answer: recompute below
-            answer = None
-        results.append(answer if answer is not None else fn(part))
-    return results
+        os.close(up_w)
+        os.close(down_r)
+        children.append((pid, up_r, down_w))
+    try:
+        matcher = _build(transactions, documents, history)
+        lo, hi = bounds[0]
+        shares = {0: _pass1(matcher, matcher.txs[lo:hi])}
+        for k, (_, r, _) in enumerate(children, start=1):
+            shares[k] = _receive(r)
+        for k, (_, _, w) in enumerate(children, start=1):
+            _send(w, {j: shared for j, shared in shares.items() if j != k})
+        for k in range(1, len(bounds)):
+            a, b = bounds[k]
+            _adopt(matcher, matcher.txs[a:b], shares[k])
+        _finish(matcher)
+        results = [matcher.result(tx, auto_threshold, review_threshold) for tx in matcher.txs[lo:hi]]
+        for _, r, _ in children:
+            results.extend(_receive(r))
+        return results
+    except (EOFError, OSError, pickle.UnpicklingError):
+        for pid, _, _ in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return None
+    finally:
+        for pid, r, w in children:
+            for fd in (r, w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
 
 
 # ---------------------------------------------------------------------------------------------
