@@ -457,7 +457,7 @@ def test_benchfile_round_trip(tmp_path):
     assert {r["transaction_id"] for r in json.loads(out.read_text())["results"]} == {"tx_1", "tx_2"}
 
 
-def test_forked_scoring_gives_the_same_answers():
+def test_forked_run_gives_the_same_answers():
     docs, lines = [], []
     for k in range(1200):
         name = f"Company{k % 300:03d} Services SAS"
