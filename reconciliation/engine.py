@@ -118,8 +118,11 @@ class Document:
 class Feature(NamedTuple):
     """One signal behind a candidate.
 
-    ``score`` is the evidence weight the signal added (positive supports the candidate,
-    negative speaks against it); ``explanation`` is the sentence shown to a reviewer.
+    ``score`` is what the signal added to the candidate's log-odds, in nats: positive supports
+    it, negative speaks against it. The ``name`` and ``prior`` scores are log-probabilities
+    (0 for a bank name that certainly designates this counterparty, minus the log of its
+    number of open documents), so they are never positive. ``explanation`` is the sentence
+    shown to a reviewer.
     """
 
     name: str
