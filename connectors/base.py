@@ -148,6 +148,10 @@ class OAuthSpec:
     callback_params: tuple[str, ...] = ()
     #: How long the provider keeps the previous refresh token valid after a refresh.
     refresh_grace_seconds: int = 0
+    #: How the revoke endpoint wants its call: "form" (RFC 7009: form body with the token and the
+    #: client credentials) or "json_basic" (JSON ``{"token": …}`` with HTTP Basic client auth, as
+    #: Intuit does); one token is enough there, since revoking the refresh token ends the grant.
+    revoke_style: str = "form"
 
 
 @dataclass

@@ -26,6 +26,7 @@ Token requests go through the one HTTP door (``connectors.http.HttpClient``); oa
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 from collections.abc import Mapping
@@ -541,6 +542,16 @@ def revoke(connection: Connection) -> bool:
         return False
     http = HttpClient(provider=connection.provider)
     url = _url(spec.revoke_url, connection.provider)
+    if spec.revoke_style == "json_basic":
+        basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        http.request(
+            "POST",
+            url,
+            json={"token": tokens[0][0]},
+            headers={**_extra_headers(connection), "Authorization": f"Basic {basic}"},
+            authenticated=False,
+        )
+        return True
     headers = {**_extra_headers(connection), **FORM}
     for token, hint in tokens:
         http.request(

@@ -16,9 +16,9 @@ Facts from ``shared/reference/peer-apis.md`` §1 (section numbers below are that
   an XML body for throttling, even to JSON clients) becomes a ``ConnectorError`` in
   :meth:`QuickBooksConnector.parse_error`; a ``Fault`` inside a 200 answer is raised the same way.
 * **Revocation** (§1.2): Intuit's revoke endpoint takes a JSON body ``{"token": …}`` with HTTP
-  Basic client authentication, not the RFC 7009 form post ``connectors.oauth.revoke`` sends; the
-  spec therefore declares no ``revoke_url`` and :meth:`on_disconnect` revokes the grant itself
-  (the refresh token, which ends the whole grant).
+  Basic client authentication, not RFC 7009's form post: the spec says so with
+  ``revoke_style="json_basic"`` and ``connectors.oauth.revoke`` sends the refresh token that way
+  (revoking it ends the whole grant).
 * **Webhooks** (§1.10): ``intuit-signature`` is base64(HMAC-SHA256(verifier token, raw body)); the
   verifier token is the app's (``PROVIDERS["quickbooks"]["webhook_verifier_token"]``). Both body
   shapes are read (legacy ``eventNotifications`` and the CloudEvents array); the entities named for
@@ -118,8 +118,9 @@ class QuickBooksConnector(Connector):
     oauth = OAuthSpec(
         authorize_url="{authorize_url}",
         token_url="{token_url}",
-        # Revoked by on_disconnect in Intuit's own format (see the module docstring).
-        revoke_url=None,
+        revoke_url="{revoke_url}",
+        # §1.2: JSON {"token"} with HTTP Basic client auth, not RFC 7009's form body.
+        revoke_style="json_basic",
         scopes=(ACCOUNTING_SCOPE,),
         callback_params=("realmId",),
         # §1.2: the previous refresh token dies 24 h after a new one is issued (older Intuit text).
@@ -282,10 +283,9 @@ class QuickBooksConnector(Connector):
 
     # --- disconnect -----------------------------------------------------------------------------
     def on_disconnect(self) -> None:
-        """Stop the uploads this connection's bills still had queued, then revoke the grant at
-        Intuit: JSON ``{"token"}`` with HTTP Basic client auth (§1.2)."""
+        """Stop the uploads this connection's bills still had queued; the disconnect service then
+        revokes the grant at Intuit (OAuthSpec.revoke_style)."""
         hold_uploads(self.connection)
-        revoke_grant(self)
 
     # --- webhooks -------------------------------------------------------------------------------
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookCheck:
@@ -404,33 +404,3 @@ def hold_uploads(connection: Any) -> int:
     ).update(
         status=Push.Status.CANCELLED, last_error="QuickBooks was disconnected before this upload was sent."
     )
-
-
-def revoke_grant(connector: QuickBooksConnector) -> bool:
-    """Tell Intuit to forget the connection's grant; False when there is no token to revoke.
-
-    §1.2: ``POST`` the revoke endpoint with JSON ``{"token": "<refresh or access token>"}`` and
-    HTTP Basic ``client_id:client_secret``; revoking the refresh token disconnects the app from the
-    company. Any non-200 answer is an error (raised as a ConnectorError).
-    """
-    from connectors.http import HttpClient
-
-    config = connector.settings()
-    credentials = connector.connection.credentials or {}
-    token = credentials.get("refresh_token") or credentials.get("access_token")
-    if not token:
-        return False
-    client_id, client_secret = config.get("client_id", ""), config.get("client_secret", "")
-    if not client_id or not client_secret or not config.get("revoke_url"):
-        raise PermanentError(
-            "QuickBooks revocation is not configured: set QUICKBOOKS_CLIENT_ID, _CLIENT_SECRET and _REVOKE_URL."
-        )
-    basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
-    HttpClient(provider=connector.slug).request(
-        "POST",
-        config["revoke_url"],
-        json={"token": token},
-        headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"},
-        authenticated=False,
-    )
-    return True
