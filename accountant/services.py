@@ -650,8 +650,8 @@ PdfFetcher = Callable[[Any], "tuple[str, bytes] | None"]
 def fetch_supporting_pdf(source: Document | BankTransaction) -> tuple[str, bytes] | None:
     """The supporting document's (file name, bytes), read from the source's provider.
 
-    The Qonto connector exposes ``download_attachment(external_id) -> (name, bytes)`` when it
-    can; without it (or without an attachment) the entry keeps only the reference.
+    Read through the connector's ``download_attachment`` (the connector contract); without an
+    attachment, or when the provider cannot serve it now, the entry keeps only the reference.
     """
     external_id = (
         source.attachment_external_id
@@ -660,11 +660,11 @@ def fetch_supporting_pdf(source: Document | BankTransaction) -> tuple[str, bytes
     )
     if not external_id:
         return None
-    download = getattr(source.connection.connector(), "download_attachment", None)
-    if download is None:
-        return None
     try:
-        return download(str(external_id))
+        file = source.connection.connector().download_attachment(str(external_id))
+        return file.name, file.content
+    except NotImplementedError:
+        return None
     except ConnectorError as exc:
         logger.warning("attachment %s of %s could not be read: %s", external_id, source, exc)
         return None

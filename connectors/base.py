@@ -154,6 +154,15 @@ class OAuthSpec:
     revoke_style: str = "form"
 
 
+@dataclass(frozen=True)
+class FileDownload:
+    """A provider file fetched on demand (attachment URLs are short-lived, never stored)."""
+
+    name: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+
+
 @dataclass
 class WebhookCheck:
     """The verdict on one inbound webhook request."""
@@ -230,6 +239,10 @@ class Connector:
 
     def on_disconnect(self) -> None:
         """Provider-side clean-up before the grant is revoked (e.g. delete subscriptions)."""
+
+    def download_attachment(self, external_id: str) -> FileDownload:
+        """The bytes of one attachment (a receipt, an invoice PDF) by its provider id."""
+        raise NotImplementedError(f"{self.name} does not serve attachments")
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookCheck:
         raise NotImplementedError(f"{type(self).__name__} does not receive webhooks")

@@ -791,7 +791,8 @@ def upload_file(
     )
     if attachment is not None and (attachment.size or 0) <= MAX_UPLOAD_BYTES:
         try:
-            content, content_type = prepared.connector.download_attachment(attachment.external_id)
+            download = prepared.connector.download_attachment(attachment.external_id)
+            content, content_type = download.content, download.content_type
         except ConnectorError as exc:
             logger.warning(
                 "bill %s: attachment %s could not be fetched (%s); rendering a PDF instead",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from connectors.base import Connector, OAuthSpec, Stream, WebhookCheck
+from connectors.base import Connector, FileDownload, OAuthSpec, Stream, WebhookCheck
 from connectors.qonto import webhooks, writes
 from connectors.qonto.streams import STREAMS
 
@@ -65,6 +65,24 @@ class QontoConnector(Connector):
         )
 
     # --- webhooks ---------------------------------------------------------------------------
+    def download_attachment(self, external_id: str) -> FileDownload:
+        """An attachment's file through its fresh 30-minute URL (§3.3); metadata mirrored on the way."""
+        from connectors.models import Attachment
+        from connectors.qonto.streams import fetch_attachment_bytes
+
+        content = fetch_attachment_bytes(self.connection, external_id)
+        meta = (
+            Attachment.objects.filter(connection=self.connection, stream="attachments", external_id=external_id)
+            .values("file_name", "content_type")
+            .first()
+            or {}
+        )
+        return FileDownload(
+            meta.get("file_name") or f"attachment-{external_id}.pdf",
+            content,
+            meta.get("content_type") or "application/pdf",
+        )
+
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookCheck:
         return webhooks.verify(self, headers, body)
 

@@ -43,6 +43,7 @@ from connectors.base import (
     AuthRevoked,
     Connector,
     ConnectorError,
+    FileDownload,
     NotFound,
     OAuthSpec,
     PermanentError,
@@ -53,6 +54,7 @@ from connectors.base import (
     WebhookCheck,
 )
 from connectors.http import parse_retry_after
+from connectors.models import Attachment
 from connectors.quickbooks.mapping import FieldMapping, mapping_for
 from connectors.quickbooks.streams import STREAM_BY_ENTITY, STREAMS
 
@@ -218,8 +220,8 @@ class QuickBooksConnector(Connector):
             info.get("CompanyName") or info.get("LegalName") or f"Company {self.realm_id}"
         )
 
-    def download_attachment(self, attachable_id: str) -> tuple[bytes, str]:
-        """The bytes of one Attachable and its content type (§1.7).
+    def download_attachment(self, attachable_id: str) -> FileDownload:
+        """The bytes of one Attachable, its name and content type (§1.7).
 
         ``/download/{id}`` answers a temporary URL (plain text, short-lived and signed), fetched at
         once and without the bearer token; it is never stored.
@@ -236,7 +238,12 @@ class QuickBooksConnector(Connector):
         content_type = (
             file_response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
         )
-        return file_response.content, content_type
+        name = (
+            Attachment.objects.filter(connection=self.connection, stream="attachments", external_id=attachable_id)
+            .values_list("file_name", flat=True)
+            .first()
+        )
+        return FileDownload(name or f"attachment-{attachable_id}", file_response.content, content_type)
 
     # --- errors -----------------------------------------------------------------------------
     def parse_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ConnectorError | None:

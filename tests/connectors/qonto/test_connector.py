@@ -559,3 +559,20 @@ def test_a_missing_staging_token_is_reported_as_such(sandbox_for, org_a, setting
     settings.PROVIDERS = {**settings.PROVIDERS, "qonto": {**settings.PROVIDERS["qonto"], "staging_token": "staging-123"}}
     Connection.objects.filter(pk=connection.pk).update(status=Connection.Status.ACTIVE)
     assert sync_connection(connection.pk, trigger="schedule").outcome == SyncRun.Outcome.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_download_attachment_gives_the_file_with_its_name(sandbox_for, org_a):
+    api = sandbox_for("qonto", transactions=20)
+    conn = Connection.objects.create(
+        organization=org_a,
+        provider="qonto",
+        auth_method="api_key",
+        status="active",
+        credentials={"login": api.organization_slug, "secret_key": api.secret_key},
+    )
+    sync_connection(conn.pk, trigger="button")
+    with_file = next(t for t in BankTransaction.objects.filter(connection=conn) if t.attachment_ids)
+    download = conn.connector().download_attachment(with_file.attachment_ids[0])
+    assert download.content.startswith(b"%PDF")
+    assert download.name == Attachment.objects.get(external_id=with_file.attachment_ids[0]).file_name
