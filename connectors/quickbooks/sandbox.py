@@ -33,6 +33,7 @@ import bisect
 import copy
 import hashlib
 import hmac
+import random
 import re
 import secrets
 import threading
@@ -896,6 +897,17 @@ def _money(value: float) -> float:
     return round(value + 1e-9, 2)
 
 
+def _siren(rng: random.Random) -> int:
+    """A SIREN that passes its Luhn check (python-stdnum rejects the others, as real tools do)."""
+    body = rng.randrange(30_000_000, 99_999_999)
+    for check in range(10):
+        digits = [int(c) for c in f"{body}{check}"]
+        total = sum(d if i % 2 == 0 else (d * 2 - 9 if d * 2 > 9 else d * 2) for i, d in enumerate(digits))
+        if total % 10 == 0:
+            return body * 10 + check
+    raise AssertionError("unreachable: one check digit always completes a Luhn number")
+
+
 def _vat_fr(siren: int) -> str:
     """A French VAT number with its valid key: ``FR`` + key + SIREN."""
     key = (12 + 3 * (siren % 97)) % 97
@@ -1196,7 +1208,7 @@ class QuickBooksSandbox(FakeAPI):
                     )
                 currency, country = company.currency, "FR"
                 vcity, postal = rng.choice(CITIES)
-                tax_id = _vat_fr(rng.randrange(300_000_000, 999_999_999))
+                tax_id = _vat_fr(_siren(rng))
                 street = f"{rng.randrange(1, 120)} {rng.choice(STREETS)}"
             used_names.add(display)
             domain = re.sub(r"[^a-z0-9]+", "-", display.lower().encode("ascii", "ignore").decode()).strip("-")
@@ -1267,7 +1279,7 @@ class QuickBooksSandbox(FakeAPI):
                     "BalanceWithJobs": 0.0,
                     "PreferredDeliveryMethod": "Email",
                     "PrimaryEmailAddr": {"Address": f"compta@{domain}.example"},
-                    "PrimaryTaxIdentifier": _vat_fr(rng.randrange(300_000_000, 999_999_999)),
+                    "PrimaryTaxIdentifier": _vat_fr(_siren(rng)),
                     "BillAddr": {
                         "Id": str(500 + index),
                         "Line1": f"{rng.randrange(1, 120)} {rng.choice(STREETS)}",
