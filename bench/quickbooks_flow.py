@@ -19,10 +19,7 @@ their idempotency keys must be distinct.
 
 Sandbox settings: QuickBooks throttling (500 requests/min per realm) and Qonto's rate limits are
 switched off, so the figures measure the hub, not the providers' quotas (at Intuit's 500/min the
-attachment downloads alone would take about 6 minutes). The sandbox seeds French vendors with VAT
-numbers whose SIREN fails its Luhn check; each vendor gets a valid one first (through the
-sandbox's own test helper), since a failing tax id rightly sends every bill of that vendor to
-review.
+attachment downloads alone would take about 6 minutes).
 """
 
 from __future__ import annotations
@@ -37,14 +34,6 @@ SECTION = "qbo"
 ROOT = Path(__file__).resolve().parent.parent
 BILLS = int(os.environ.get("QBO_BENCH_BILLS", "10000"))
 SEED = 4711
-
-
-def _valid_vat(number: int) -> str:
-    from stdnum import luhn
-    from stdnum.fr import siren
-
-    base = str(10_000_000 + number * 7919 % 89_999_999)
-    return "FR" + siren.to_tva(base + luhn.calc_check_digit(base))
 
 
 def _setup_database() -> str:
@@ -140,9 +129,6 @@ def main() -> str:
             credentials={k: token[k] for k in ("access_token", "refresh_token", "token_type")},
             token_expires_at=timezone.now() + timedelta(seconds=token["expires_in"]),
         )
-        for number, vendor in enumerate(qbo_api.entities("Vendor")):
-            if str(vendor.get("TaxIdentifier", "")).startswith("FR"):
-                qbo_api.edit_entity("Vendor", vendor["Id"], TaxIdentifier=_valid_vat(number))
         qbo_api.clear_log()
         qonto_api.clear_log()
         timings: dict[str, float] = {}
