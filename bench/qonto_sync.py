@@ -222,9 +222,19 @@ def worker_process(rep: int, sandbox: dict[str, Any]) -> None:
     )
 
     _Counted.counts.clear()
+    profile_to = os.environ.get("QONTO_BENCH_PROFILE")  # a path: write a pyinstrument profile there
+    profiler = None
+    if profile_to:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
     t0 = time.perf_counter()
     first = sync_connection(connection.pk, trigger=SyncRun.Trigger.CONNECT)
     sync_s = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.stop()
+        Path(profile_to).write_text(profiler.output_text(unicode=True, color=False, show_all=False))
     first_counts = dict(_Counted.counts)
     assert first.outcome == SyncRun.Outcome.SUCCEEDED, (first.outcome, first.error)
     mirrored = BankTransaction.objects.filter(connection=connection).count()

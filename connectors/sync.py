@@ -36,17 +36,21 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.apps import apps
+from django.conf import settings
 from django.db import connections, models, router, transaction
 from django.db.models import Q
+from django.db.models.base import ModelState
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -55,9 +59,14 @@ from connectors.models import Connection, SyncCursor, SyncEvent, SyncRun
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: How long a lease lasts without renewal; every page renews it. A worker that dies mid-run
 #: blocks its connection at most this long.
 LEASE_SECONDS = 15 * 60
+
+#: Longest time the pages written are kept in one open transaction before a commit (see _PageBatch).
+COMMIT_SECONDS = 0.25
 
 #: Key under which the engine keeps its own bookkeeping inside ``SyncCursor.position``; the rest
 #: of the position belongs to the stream and is handed back to it untouched.
@@ -104,6 +113,77 @@ def later(a: str | None, b: str | None) -> str | None:
     if da is not None and db is not None and (da.tzinfo is None) == (db.tzinfo is None):
         return a if da >= db else b
     return a if a >= b else b
+
+
+# --- Reading ahead ---------------------------------------------------------------------------
+class _NeedsCallerThread(Exception):
+    """Raised inside a read-ahead thread by work that must run in the sync's own thread."""
+
+
+_read_ahead_local = threading.local()
+_read_ahead_pool: tuple[int, ThreadPoolExecutor] | None = None
+_read_ahead_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's read-ahead threads (made again in a forked child: threads do not survive a fork)."""
+    global _read_ahead_pool
+    with _read_ahead_lock:
+        if _read_ahead_pool is None or _read_ahead_pool[0] != os.getpid():
+            _read_ahead_pool = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="sync-read-ahead"))
+        return _read_ahead_pool[1]
+
+
+class ReadAhead(Generic[T]):
+    """An HTTP call started in a background thread; :meth:`result` waits for it.
+
+    Streams use it to request page N+1 while the engine writes page N (the engine saves page N
+    and its cursor in one transaction before it asks for page N+1, so a crash still resumes after
+    the last saved page). The call must only talk HTTP through the connector's client: it runs
+    outside the sync's thread, hence outside its database connection and transaction. A 401 that
+    calls for a token refresh (which writes to the database) is not handled there: the call is
+    made again in the caller's thread, where the client's one refresh-and-retry runs as usual.
+    """
+
+    def __init__(self, connector: Any, call: Callable[[], T]) -> None:
+        self.call = call
+        _guard_refresh_hook(connector)
+        self.future: Future[T] = _pool().submit(self._run)
+
+    def _run(self) -> T:
+        _read_ahead_local.active = True
+        try:
+            return self.call()
+        finally:
+            _read_ahead_local.active = False
+
+    def result(self) -> T:
+        try:
+            return self.future.result()
+        except _NeedsCallerThread:
+            return self.call()
+
+    def discard(self) -> None:
+        """Drop the result: cancel the call if it has not started, else wait for it to end."""
+        if not self.future.cancel():
+            try:
+                self.future.result()
+            except BaseException:  # noqa: BLE001, S110 - nobody wants this page any more
+                pass
+
+
+def _guard_refresh_hook(connector: Any) -> None:
+    hook = connector.http.refresh_hook
+    if hook is None or getattr(hook, "_caller_thread_only", False):
+        return
+
+    def refresh_in_caller_thread() -> bool:
+        if getattr(_read_ahead_local, "active", False):
+            raise _NeedsCallerThread("a token refresh must run in the sync's thread")
+        return hook()
+
+    refresh_in_caller_thread._caller_thread_only = True  # type: ignore[attr-defined]
+    connector.http.refresh_hook = refresh_in_caller_thread
 
 
 # --- The run ---------------------------------------------------------------------------------
@@ -278,16 +358,32 @@ def _sync_stream(connector: Any, stream: Stream, run: SyncRun, owner: str, *, fu
         None if model.objects.filter(connection=connection, stream=stream.name).exists() else {}
     )
 
-    for page in stream.pages(connector, state):
-        high_water = later(high_water, page.high_water)
-        position = dict(page.position or {})
-        position[ENGINE_KEY] = {"full": full, "high_water": high_water, "run": run.pk}
-        with transaction.atomic():
-            _renew_lease(connection, owner)
-            _save_page(connector, stream, model, run, page, known=known)
-            SyncCursor.objects.filter(pk=cursor.pk).update(position=position, updated_at=timezone.now())
-            _count_http(run, connector)
-            run.save(update_fields=["read", "created", "updated", "unchanged", "failed", "requests", "retries"])
+    pages = stream.pages(connector, state)
+    batch = _PageBatch()
+    try:
+        for page in pages:
+            high_water = later(high_water, page.high_water)
+            position = dict(page.position or {})
+            position[ENGINE_KEY] = {"full": full, "high_water": high_water, "run": run.pk}
+            with batch.page():
+                _renew_lease(connection, owner)
+                _save_page(connector, stream, model, run, page, known=known)
+                SyncCursor.objects.filter(pk=cursor.pk).update(position=position, updated_at=timezone.now())
+                _count_http(run, connector)
+                run.save(update_fields=["read", "created", "updated", "unchanged", "failed", "requests", "retries"])
+            batch.page_done()
+        batch.commit()
+    except BaseException:
+        # Whatever stopped the run (a provider error, a bad page, a lost lease), the pages saved
+        # before it stay saved, each whole with its cursor: the next run resumes after them.
+        batch.commit_after_failure()
+        raise
+    finally:
+        # A stream reading ahead (see read_ahead) waits here for its request in flight, so
+        # nothing of this run is still talking to the provider once the stream has ended.
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
 
     now = timezone.now()
     with transaction.atomic():
@@ -301,6 +397,45 @@ def _sync_stream(connector: Any, stream: Stream, run: SyncRun, owner: str, *, fu
             updated_at=now,
         )
     stream.after_sync(connector, run)
+
+
+class _PageBatch:
+    """Commits several pages at a time; each page and its cursor are one savepoint inside.
+
+    A page's rows, its cursor position and the run's counts are written in one savepoint, so a
+    page is saved whole or not at all. The enclosing transaction is committed once it has been
+    open :data:`COMMIT_SECONDS` (and when the stream ends or fails): on SQLite and PostgreSQL a
+    commit costs a WAL write of every page touched (the natural-key index is hit at random), so
+    one per page was a quarter of a first sync. A crash loses at most the pages of the open
+    batch — rows and cursor together — and the next run reads them again: no duplicate, no gap.
+    A Python exception commits the pages before it (:meth:`commit_after_failure`).
+    """
+
+    def __init__(self) -> None:
+        self._outer: Any = None
+        self._opened = 0.0
+
+    def page(self) -> Any:
+        if self._outer is None:
+            self._outer = transaction.atomic()
+            self._outer.__enter__()
+            self._opened = time.monotonic()
+        return transaction.atomic()
+
+    def page_done(self) -> None:
+        if time.monotonic() - self._opened >= COMMIT_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        outer, self._outer = self._outer, None
+        if outer is not None:
+            outer.__exit__(None, None, None)
+
+    def commit_after_failure(self) -> None:
+        try:
+            self.commit()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            logger.exception("could not commit the pages saved before a sync failure")
 
 
 def _save_page(
@@ -317,22 +452,25 @@ def _save_page(
     and is kept up to date; otherwise the fingerprints are read from the database.
     """
     connection: Connection = connector.connection
-    rows: dict[str, tuple[Row, str]] = {}
+    rows: dict[str, tuple[Row, str, str]] = {}
+    to_row = stream.to_row
     for record in page.records:
         run.read += 1
         try:
-            row = stream.to_row(connector, record)
+            row = to_row(connector, record)
             if not row.external_id:
                 raise ValueError("the record has no identifier")
-            bad = ENGINE_FIELDS.intersection(row.fields)
-            if bad:
-                raise ValueError(f"the mapping sets engine columns {sorted(bad)}")
+            if not ENGINE_FIELDS.isdisjoint(row.fields):
+                raise ValueError(f"the mapping sets engine columns {sorted(ENGINE_FIELDS.intersection(row.fields))}")
+            # The raw payload is serialised once: its canonical JSON is both hashed and stored.
+            raw_json = canonical_json(row.raw)
+            digest = _digest(canonical_json(row.fields), raw_json)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the run
             run.failed += 1
             _record_failure(run, connection, stream, record, exc)
             continue
         # The last occurrence wins if a page repeats a record.
-        rows[row.external_id] = (row, fingerprint(row))
+        rows[row.external_id] = (row, raw_json, digest)
     if not rows:
         return
 
@@ -344,46 +482,58 @@ def _save_page(
                 connection=connection, stream=stream.name, external_id__in=list(rows)
             ).values_list("external_id", "fingerprint")
         )
-    now = timezone.now()
-    changed: list[tuple[Row, str]] = []
-    for external_id, (row, digest) in rows.items():
+    created: list[tuple[Row, str, str]] = []
+    updated: list[tuple[Row, str, str]] = []
+    for external_id, entry in rows.items():
         previous = existing.get(external_id)
-        if previous == digest:
+        if previous == entry[2]:
             run.unchanged += 1
-            continue
-        if previous is None:
-            run.created += 1
+        elif previous is None:
+            created.append(entry)
         else:
-            run.updated += 1
-        changed.append((row, digest))
-    if not changed:
+            updated.append(entry)
+    run.created += len(created)
+    run.updated += len(updated)
+    if not created and not updated:
         return
     if known is not None:
-        known.update((row.external_id, digest) for row, digest in changed)
+        known.update((row.external_id, digest) for row, _, digest in created)
+        known.update((row.external_id, digest) for row, _, digest in updated)
 
-    saved: list[tuple[models.Model, Row]] = []
-    for field_names, group in _group_by_fields(changed):
-        objects = [
-            model(
-                organization_id=connection.organization_id,
-                connection_id=connection.pk,
-                stream=stream.name,
-                external_id=row.external_id,
-                raw=row.raw,
-                fingerprint=digest,
-                synced_at=now,
-                **row.fields,
-            )
-            for row, digest in group
-        ]
-        upsert(model, objects, update_fields=["raw", "fingerprint", "synced_at", *field_names])
-        saved.extend(zip(objects, (row for row, _ in group), strict=True))
-
+    db = connections[router.db_for_write(model)]
+    table = _table(model, db)
+    now = timezone.now()
+    engine_values = {
+        "organization_id": connection.organization_id,
+        "connection_id": connection.pk,
+        "stream": stream.name,
+        "synced_at": now,
+    }
     save_related = getattr(stream, "save_related", None)
+    saved: list[tuple[models.Model, Row]] = []
+    # Rows the mirror does not have are inserted; under the lease nobody else writes this
+    # stream, so they cannot conflict (if something did, the insert fails and the run with it).
+    for insert_only, entries in ((True, created), (False, updated)):
+        for field_names, group in _group_by_fields(entries):
+            table.write(
+                db,
+                table.page_params(db, engine_values, field_names, group),
+                update_fields=["raw", "fingerprint", "synced_at", *field_names],
+                unique_fields=("connection", "stream", "external_id"),
+                insert_only=insert_only,
+            )
+            if save_related is not None:
+                saved.extend((table.instance(db, engine_values, row, digest), row) for row, _, digest in group)
+
     if save_related is not None:
         if getattr(stream, "related_needs_ids", True):
             assign_ids(model, connection, stream.name, saved)
         save_related(connector, saved)
+
+
+def _digest(fields_json: str, raw_json: str) -> str:
+    """:func:`fingerprint` from the two canonical JSON texts (the same bytes, built by hand)."""
+    return hashlib.sha256(f'{{"fields":{fields_json},"raw":{raw_json}}}'.encode()).hexdigest()
 
 
 def assign_ids(model: type[models.Model], connection: Connection, stream: str, saved: Sequence[tuple[Any, Row]]) -> None:
@@ -397,20 +547,286 @@ def assign_ids(model: type[models.Model], connection: Connection, stream: str, s
         obj.pk = ids[row.external_id]
 
 
-def _group_by_fields(changed: Iterable[tuple[Row, str]]) -> list[tuple[list[str], list[tuple[Row, str]]]]:
+def _group_by_fields(changed: Iterable[tuple[Row, str, str]]) -> list[tuple[list[str], list[tuple[Row, str, str]]]]:
     """Rows that set the same columns, together: an upsert updates one column list."""
-    groups: dict[tuple[str, ...], list[tuple[Row, str]]] = {}
-    for row, digest in changed:
-        groups.setdefault(tuple(sorted(row.fields)), []).append((row, digest))
+    groups: dict[tuple[str, ...], list[tuple[Row, str, str]]] = {}
+    for entry in changed:
+        groups.setdefault(tuple(sorted(entry[0].fields)), []).append(entry)
     return [(list(key), group) for key, group in groups.items()]
 
 
+# --- Writing rows ----------------------------------------------------------------------------
 #: Columns whose Python values (from our own mappings) go to the driver as they are; every other
-#: type (JSON, Decimal, datetimes, encrypted text) goes through its field's own preparation.
+#: type (JSON, Decimal, datetimes, encrypted text) goes through its field's own preparation
+#: unless it has a fast path below.
 _PLAIN_FIELD_TYPES = (
     models.CharField, models.TextField, models.IntegerField, models.BigIntegerField,
     models.PositiveIntegerField, models.PositiveBigIntegerField, models.BooleanField,
 )
+
+#: Columns set by the engine from the run, in the order every upsert statement lists them first.
+_ENGINE_COLUMNS = ("organization_id", "connection_id", "stream", "external_id", "raw", "fingerprint", "synced_at")
+
+
+class _JSONText(str):
+    """JSON already serialised (the canonical text of a raw payload): stored as it is."""
+
+    __slots__ = ()
+
+
+class _Table:
+    """How one mirror model's rows are written to one database, prepared once per process.
+
+    Every statement lists every column but the primary key (engine columns first), so rows with
+    different field sets share the staging table; a column a row does not set gets its default
+    on insert and is left alone on update (it is not in ``update_fields``).
+
+    * PostgreSQL: each batch is ``COPY``-ed into a session-local temporary table and moved with
+      one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` — the driver's cheapest way in, where an
+      ``executemany`` costs a statement per row.
+    * SQLite and the rest: one ``executemany`` of ``INSERT … ON CONFLICT DO UPDATE``.
+
+    Values are prepared per column type: datetimes become what Django would send (naive UTC text
+    on SQLite, aware datetimes on PostgreSQL), Decimals and plain types go as they are, a raw
+    payload goes as its canonical JSON text; any other value takes its field's
+    ``get_db_prep_save``, as ``bulk_create`` would.
+    """
+
+    def __init__(self, model: type[models.Model], db: Any) -> None:
+        opts = model._meta
+        self.model = model
+        self.opts = opts
+        by_attname = {f.attname: f for f in opts.concrete_fields if not f.primary_key}
+        ordered = [by_attname[name] for name in _ENGINE_COLUMNS if name in by_attname]
+        ordered += [f for name, f in by_attname.items() if name not in _ENGINE_COLUMNS]
+        assert len(ordered) == len(by_attname) == len(set(by_attname))
+        assert not any(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) for f in ordered)
+        self.fields = ordered
+        self.attnames = [f.attname for f in ordered]
+        self.position = {f.attname: index for index, f in enumerate(ordered)}
+        #: Row field key (name or attname) → field.
+        self.by_key: dict[str, models.Field] = {}
+        for f in ordered:
+            self.by_key[f.attname] = f
+            self.by_key[f.name] = f
+        self.vendor = db.vendor
+        self.adapters = [self._adapter(f, db) for f in ordered]
+        self._layouts: dict[tuple[str, ...], tuple[list[int], list[tuple[str, Any, bool]], list[Any]]] = {}
+        self._sql: dict[tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
+
+    # -- values ------------------------------------------------------------------------------
+    def _adapter(self, field: models.Field, db: Any) -> Any:
+        """A function from a Python value to a driver parameter, or None for 'as it is'."""
+        if field.is_relation or type(field) in _PLAIN_FIELD_TYPES:
+            return None
+        prep = field.get_db_prep_save
+        if isinstance(field, models.DateTimeField):
+            if self.vendor == "postgresql":
+                def adapt_datetime(value: Any) -> Any:
+                    if value is None or (type(value) is datetime and value.tzinfo is not None):
+                        return value
+                    return prep(value, db)
+
+                return adapt_datetime
+            if self.vendor == "sqlite" and settings.USE_TZ:
+                zone = db.timezone
+
+                def adapt_sqlite_datetime(value: Any) -> Any:
+                    # What SQLite's adapt_datetimefield_value does: naive in the connection's zone.
+                    if type(value) is datetime and value.tzinfo is not None:
+                        return str(value.astimezone(zone).replace(tzinfo=None))
+                    return prep(value, db)
+
+                return adapt_sqlite_datetime
+            return lambda value: prep(value, db)
+        if isinstance(field, models.DecimalField):
+            return lambda value: value if value is None or type(value) is Decimal else prep(value, db)
+        if isinstance(field, models.JSONField):
+            def adapt_json(value: Any) -> Any:
+                if type(value) is _JSONText:
+                    return str(value)
+                return prep(value, db)
+
+            return adapt_json
+        return lambda value: prep(value, db)
+
+    def _layout(self, db: Any, field_names: tuple[str, ...]) -> tuple[list[int], list[tuple[str, Any, bool]], list[Any]]:
+        """For rows setting ``field_names``: the statement's column order (engine columns, then
+        the columns set, then the others), (key, adapter, is-relation-by-name) of each column set,
+        and the prepared defaults of the columns not set (None where the default is callable)."""
+        layout = self._layouts.get(field_names)
+        if layout is not None:
+            return layout
+        unknown = [name for name in field_names if name not in self.by_key]
+        if unknown:
+            raise TypeError(f"{self.model.__name__} has no field {', '.join(map(repr, unknown))}")
+        chosen = {self.by_key[name].attname: name for name in field_names}
+        engine = [self.position[name] for name in _ENGINE_COLUMNS]
+        setters: list[tuple[str, Any, bool]] = []
+        set_positions: list[int] = []
+        missing: list[int] = []
+        defaults: list[Any] = []
+        for index, f in enumerate(self.fields):
+            if f.attname in _ENGINE_COLUMNS:
+                continue
+            if f.attname in chosen:
+                key = chosen[f.attname]
+                set_positions.append(index)
+                setters.append((key, self.adapters[index], f.is_relation and key == f.name))
+            else:
+                missing.append(index)
+                defaults.append(None if callable(f.default) else self._prepared(index, f.get_default(), db))
+        layout = (engine + set_positions + missing, setters, defaults)
+        self._layouts[field_names] = layout
+        return layout
+
+    def _prepared(self, index: int, value: Any, db: Any) -> Any:
+        adapter = self.adapters[index]
+        return value if adapter is None else adapter(value)
+
+    def page_params(
+        self, db: Any, engine_values: dict[str, Any], field_names: Sequence[str], group: Sequence[tuple[Row, str, str]]
+    ) -> tuple[list[int], list[list[Any]]]:
+        """Column order and driver parameters of one group of rows: (row, canonical raw JSON,
+        fingerprint) setting ``field_names``."""
+        order, setters, defaults = self._layout(db, tuple(field_names))
+        synced_at = self._prepared(self.position["synced_at"], engine_values["synced_at"], db)
+        head = [engine_values["organization_id"], engine_values["connection_id"], engine_values["stream"]]
+        first_default = len(_ENGINE_COLUMNS) + len(setters)
+        callable_defaults = [
+            (first_default + offset, index)
+            for offset, index in enumerate(order[first_default:])
+            if callable(self.fields[index].default)
+        ]
+        params: list[list[Any]] = []
+        for row, raw_json, digest in group:
+            fields = row.fields
+            values = [*head, row.external_id, raw_json, digest, synced_at]
+            for key, adapter, by_name in setters:
+                value = fields[key]
+                if by_name and value is not None:
+                    value = value.pk
+                values.append(value if adapter is None else adapter(value))
+            values.extend(defaults)
+            for slot, index in callable_defaults:
+                values[slot] = self._prepared(index, self.fields[index].get_default(), db)
+            params.append(values)
+        return order, params
+
+    def object_params(self, db: Any, objects: Sequence[models.Model]) -> tuple[list[int], list[list[Any]]]:
+        """Column order and driver parameters of model instances (every column from the instance)."""
+        pairs = list(zip(self.attnames, self.adapters, strict=True))
+        return list(range(len(self.fields))), [
+            [getattr(obj, name) if adapter is None else adapter(getattr(obj, name)) for name, adapter in pairs]
+            for obj in objects
+        ]
+
+    def instance(self, db: Any, engine_values: dict[str, Any], row: Row, digest: str) -> models.Model:
+        """The model instance of a row just written, as ``Model(**values)`` would build it (for
+        ``save_related``) without running ``__init__`` field by field; its id is not set."""
+        obj = self.model.__new__(self.model)
+        state = ModelState()
+        state.adding = False
+        state.db = db.alias
+        values = obj.__dict__
+        values["_state"] = state
+        values[self.opts.pk.attname] = None
+        values.update(engine_values)
+        values["external_id"] = row.external_id
+        values["raw"] = row.raw
+        values["fingerprint"] = digest
+        given = row.fields
+        for f in self.fields:
+            name = f.attname
+            if name in _ENGINE_COLUMNS:
+                continue
+            if name in given:
+                values[name] = given[name]
+            elif f.name in given:
+                value = given[f.name]
+                if f.is_relation:
+                    values[name] = None if value is None else value.pk
+                    if value is not None:
+                        f.set_cached_value(obj, value)
+                else:
+                    values[name] = value
+            else:
+                values[name] = f.get_default()
+        return obj
+
+    # -- statements --------------------------------------------------------------------------
+    def write(
+        self,
+        db: Any,
+        columns_and_params: tuple[list[int], list[list[Any]]],
+        *,
+        update_fields: Sequence[str],
+        unique_fields: Sequence[str],
+        insert_only: bool = False,
+    ) -> None:
+        """Write rows; ``insert_only`` promises that none of them is in the table yet."""
+        order, params = columns_and_params
+        if not params:
+            return
+        key = (tuple(order), tuple(update_fields), tuple(unique_fields))
+        statements = self._sql.get(key)
+        if statements is None:
+            statements = self._sql[key] = self._statements(db, order, update_fields, unique_fields)
+        # The staging table empties at commit: its steps must share one transaction.
+        with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
+            if self.vendor == "postgresql":
+                create, copy_stage, move, clear, copy_table = statements
+                if insert_only:
+                    steps: tuple[str, ...] = (copy_table,)
+                else:
+                    cursor.execute(create)
+                    steps = (copy_stage, move, clear)
+                with cursor.cursor.copy(steps[0]) as stream:
+                    for values in params:
+                        stream.write_row(values)
+                for statement in steps[1:]:
+                    cursor.execute(statement)
+            else:
+                cursor.executemany(statements[0], params)
+
+    def _statements(
+        self, db: Any, order: Sequence[int], update_fields: Sequence[str], unique_fields: Sequence[str]
+    ) -> tuple[str, ...]:
+        quote = db.ops.quote_name
+        opts = self.opts
+        all_columns = ", ".join(quote(f.column) for f in self.fields)
+        columns = ", ".join(quote(self.fields[index].column) for index in order)
+        update_columns = [opts.get_field(name).column for name in update_fields]
+        conflict = (
+            f"ON CONFLICT ({', '.join(quote(opts.get_field(name).column) for name in unique_fields)}) "
+            f"DO UPDATE SET {', '.join(f'{quote(c)} = EXCLUDED.{quote(c)}' for c in update_columns)}"
+        )
+        table = quote(opts.db_table)
+        if self.vendor == "postgresql":
+            stage = quote(f"sync_stage_{opts.db_table}"[:63])
+            return (
+                # Temporary: private to this database session, gone with it (or with a rollback
+                # of the transaction that created it, hence IF NOT EXISTS before every use), and
+                # emptied at each commit; within a transaction each batch deletes its rows.
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT {all_columns} FROM {table} WITH NO DATA",
+                f"COPY {stage} ({columns}) FROM STDIN",
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} {conflict}",
+                f"DELETE FROM {stage}",
+                f"COPY {table} ({columns}) FROM STDIN",
+            )
+        return (f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(self.fields))}) {conflict}",)
+
+
+_tables: dict[tuple[type[models.Model], str, str], _Table] = {}
+
+
+def _table(model: type[models.Model], db: Any) -> _Table:
+    key = (model, db.alias, db.vendor)
+    table = _tables.get(key)
+    if table is None:
+        table = _tables[key] = _Table(model, db)
+    return table
 
 
 def upsert(
@@ -420,40 +836,22 @@ def upsert(
     update_fields: Sequence[str],
     unique_fields: Sequence[str] = ("connection", "stream", "external_id"),
 ) -> None:
-    """``INSERT … ON CONFLICT (unique_fields) DO UPDATE`` of ``objects`` as one ``executemany``.
+    """``INSERT … ON CONFLICT (unique_fields) DO UPDATE`` of ``objects`` in one batch.
 
     What ``bulk_create(update_conflicts=True)`` does, without its per-value SQL compilation
-    (which was most of a 50,000-transaction sync; on PostgreSQL it also dumps every column as an
-    array for ``UNNEST``). Both SQLite (3.24+) and PostgreSQL speak this statement. Objects' ids
-    are not set; auto-now fields are not supported (mirror models have none).
+    (see :class:`_Table` for how each database is written). If two objects share a natural key
+    the last one wins. Objects' ids are not set; auto-now fields are not supported (mirror
+    models have none).
     """
     if not objects:
         return
     db = connections[router.db_for_write(model)]
-    opts = model._meta
-    fields = [f for f in opts.concrete_fields if not f.primary_key]
-    assert not any(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) for f in fields)
-    quote = db.ops.quote_name
-    writers = [
-        (f.attname, None if type(f) in _PLAIN_FIELD_TYPES or f.is_relation else f)
-        for f in fields
-    ]
-    update_columns = [opts.get_field(name).column for name in update_fields]
-    sql = (
-        f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({', '.join(quote(opts.get_field(name).column) for name in unique_fields)}) "
-        f"DO UPDATE SET {', '.join(f'{quote(c)} = EXCLUDED.{quote(c)}' for c in update_columns)}"
-    )
-    params = [
-        [
-            getattr(obj, attname) if field is None else field.get_db_prep_save(getattr(obj, attname), db)
-            for attname, field in writers
-        ]
-        for obj in objects
-    ]
-    with db.cursor() as cursor:
-        cursor.executemany(sql, params)
+    table = _table(model, db)
+    key_names = [model._meta.get_field(name).attname for name in unique_fields]
+    latest: dict[tuple[Any, ...], models.Model] = {}
+    for obj in objects:
+        latest[tuple(getattr(obj, name) for name in key_names)] = obj
+    table.write(db, table.object_params(db, list(latest.values())), update_fields=update_fields, unique_fields=unique_fields)
 
 
 def _record_failure(run: SyncRun, connection: Connection, stream: Stream, record: Any, exc: Exception) -> None:

@@ -34,9 +34,10 @@ because it expires and because a URL that changes on every read would make every
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -53,7 +54,7 @@ from connectors.models import (
     DocumentLine,
     SyncEvent,
 )
-from connectors.sync import upsert
+from connectors.sync import ReadAhead, upsert
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -193,12 +194,36 @@ def capped_high_water(records: list[dict[str, Any]], field: str, started_at: str
     return best[1]
 
 
+_URL_KEYS = frozenset({"url", "file_url"})
+
+
 def without_urls(value: Any) -> Any:
-    """A copy of ``value`` without the short-lived ``url`` keys of embedded attachments."""
+    """``value`` without the short-lived ``url`` keys of embedded attachments.
+
+    Dicts and lists that hold no such key anywhere are returned as they are (shared, not
+    copied): a transaction has a few nested values and only its attachments carry URLs.
+    """
     if isinstance(value, dict):
-        return {k: without_urls(v) for k, v in value.items() if k not in ("url", "file_url")}
+        nested = [k for k, v in value.items() if isinstance(v, (dict, list))]
+        if _URL_KEYS.isdisjoint(value):
+            if not nested:
+                return value
+            copy = dict(value)
+        else:
+            copy = {k: v for k, v in value.items() if k not in _URL_KEYS}
+        changed = len(copy) != len(value)
+        for k in nested:
+            if k in copy:
+                inner = without_urls(copy[k])
+                if inner is not copy[k]:
+                    copy[k] = inner
+                    changed = True
+        return copy if changed else value
     if isinstance(value, list):
-        return [without_urls(v) for v in value]
+        if not any(isinstance(v, (dict, list)) for v in value):
+            return value
+        copy_list = [without_urls(v) for v in value]
+        return copy_list if any(a is not b for a, b in zip(copy_list, value, strict=True)) else value
     return value
 
 
@@ -229,6 +254,37 @@ def next_page(body: Mapping[str, Any], current: int) -> int | None:
     return None
 
 
+def read_pages(
+    connector: Connector, path: str, list_key: str, params_for: Callable[[int], list[tuple[str, str]]], page: int
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """``(page number, records)`` of one list from ``page`` on, following ``meta.next_page``.
+
+    As soon as a page has arrived, the next one is requested in the background
+    (:class:`connectors.sync.ReadAhead`), so it travels while the engine writes this one; the
+    engine still saves each page with its cursor before it asks for the next, so a crash resumes
+    after the last saved page. Closing the generator waits for a request still in flight.
+    """
+    ahead: ReadAhead[dict[str, Any]] | None = None
+    try:
+        body = get_json(connector, path, params=params_for(page))
+        while True:
+            records = body.get(list_key)
+            if not isinstance(records, list):
+                raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
+            following = next_page(body, page)
+            if following is not None:
+                ahead = ReadAhead(connector, partial(get_json, connector, path, params_for(following)))
+            yield page, records
+            if ahead is None or following is None:
+                return
+            body = ahead.result()
+            ahead = None
+            page = following
+    finally:
+        if ahead is not None:
+            ahead.discard()
+
+
 # --- Streams -------------------------------------------------------------------------------
 class QontoListStream(Stream):
     """A paged Qonto list read incrementally on one timestamp filter (see the module docstring)."""
@@ -248,26 +304,19 @@ class QontoListStream(Stream):
         position = cursor.position
         started_at = position.get("started_at") or iso_z(timezone.now())
         lower = position["since"] if "since" in position else since(cursor.value)
-        page = int(position.get("page", 0)) + 1
-        while True:
-            params: list[tuple[str, str]] = [
-                ("page", str(page)), ("per_page", str(PER_PAGE)), ("sort_by", self.sort_by), *self.extra_params()
-            ]
+
+        def params_for(page: int) -> list[tuple[str, str]]:
+            params = [("page", str(page)), ("per_page", str(PER_PAGE)), ("sort_by", self.sort_by), *self.extra_params()]
             if lower:
                 params.append((self.since_param, lower))
-            body = get_json(connector, self.path, params=params)
-            records = body.get(self.list_key)
-            if not isinstance(records, list):
-                raise ValueError(f"Qonto's {self.path} answer has no {self.list_key!r} list")
+            return params
+
+        for page, records in read_pages(connector, self.path, self.list_key, params_for, int(position.get("page", 0)) + 1):
             yield Page(
                 records=records,
                 position={"page": page, "since": lower, "started_at": started_at},
                 high_water=capped_high_water(records, self.marker, started_at),
             )
-            following = next_page(body, page)
-            if following is None:
-                return
-            page = following
 
 
 class BankAccountsStream(Stream):
@@ -312,6 +361,11 @@ class TransactionsStream(Stream):
         # Embedded attachments of the rows converted on the current page, by transaction id,
         # written by save_related in the page's transaction.
         self._attachments: dict[str, list[dict[str, Any]]] = {}
+        # Accounts this run reads whole into an empty mirror, and the settled lines written for
+        # them (the whole of their settled history in the mirror, so the running-balance check
+        # needs no read-back): {account: {transaction id: (id, settled_at, amount, balance, currency)}}.
+        self._fresh: set[str] = set()
+        self._settled: dict[str, dict[str, tuple[Any, ...]]] = {}
 
     def pages(self, connector: Connector, cursor: CursorState) -> Iterator[Page]:
         connection: Connection = connector.connection
@@ -335,13 +389,15 @@ class TransactionsStream(Stream):
                     connection=connection, stream=self.name, bank_account_external_id=account_id
                 ).exists()
                 lower, page = (incremental_since if known else None), 1
+                if not known:
+                    self._fresh.add(account_id)
             yield from self._account_pages(connector, account_id, lower, page, started_at)
 
     def _account_pages(
-        self, connector: Connector, account_id: str, lower: str | None, page: int, started_at: str
+        self, connector: Connector, account_id: str, lower: str | None, first_page: int, started_at: str
     ) -> Iterator[Page]:
-        while True:
-            params: list[tuple[str, str]] = [
+        def params_for(page: int) -> list[tuple[str, str]]:
+            params = [
                 ("bank_account_id", account_id),
                 *[("status[]", status) for status in TRANSACTION_STATUSES],
                 ("includes[]", "attachments"),
@@ -351,19 +407,16 @@ class TransactionsStream(Stream):
             ]
             if lower:
                 params.append(("updated_at_from", lower))
-            body = get_json(connector, "/v2/transactions", params=params)
-            records = body.get("transactions")
-            if not isinstance(records, list):
-                raise ValueError("Qonto's /v2/transactions answer has no 'transactions' list")
+            return params
+
+        for page, records in read_pages(connector, "/v2/transactions", "transactions", params_for, first_page):
             yield Page(
                 records=records,
                 position={"account": account_id, "since": lower, "page": page, "started_at": started_at},
                 high_water=capped_high_water(records, "updated_at", started_at),
             )
-            following = next_page(body, page)
-            if following is None:
-                return
-            page = following
+            # The page is saved: receipts of its unchanged transactions are not needed any more.
+            self._attachments.clear()
 
     def to_row(self, connector: Connector, record: Mapping[str, Any]) -> Row:
         external_id = clip(record.get("id"), 200)
@@ -411,11 +464,24 @@ class TransactionsStream(Stream):
         )
 
     def save_related(self, connector: Connector, saved: list[tuple[Any, Row]]) -> None:
-        """Receipts' metadata (embedded with ``includes[]=attachments``) into ``Attachment``."""
+        """Receipts' metadata (embedded with ``includes[]=attachments``) into ``Attachment``;
+        settled lines of fresh accounts noted for the running-balance check."""
         connection: Connection = connector.connection
         now = timezone.now()
         objects: dict[str, Attachment] = {}
-        for transaction, _row in saved:
+        fresh = self._fresh
+        for transaction, row in saved:
+            fields = row.fields
+            account_id = fields["bank_account_external_id"]
+            if (
+                account_id in fresh
+                and fields["status"] == "completed"
+                and fields["settled_at"] is not None
+                and fields["balance_after"] is not None
+            ):
+                self._settled.setdefault(account_id, {})[row.external_id] = (
+                    row.external_id, fields["settled_at"].astimezone(UTC), fields["amount"], fields["balance_after"], fields["currency"]
+                )
             for item in self._attachments.pop(transaction.external_id, []):
                 row = attachment_row(item, parent=transaction.external_id)
                 objects[row.external_id] = Attachment(
@@ -436,7 +502,7 @@ class TransactionsStream(Stream):
         )
 
     def after_sync(self, connector: Connector, run: SyncRun) -> None:
-        check_running_balances(connector.connection, run)
+        check_running_balances(connector.connection, run, written={a: self._settled.get(a, {}) for a in self._fresh})
 
 
 def attachment_row(item: Mapping[str, Any], parent: str = "") -> Row:
@@ -661,7 +727,9 @@ STREAMS: tuple[type[Stream], ...] = (
 
 
 # --- Running-balance continuity ------------------------------------------------------------
-def check_running_balances(connection: Connection, run: SyncRun) -> int:
+def check_running_balances(
+    connection: Connection, run: SyncRun, written: Mapping[str, Mapping[str, tuple[Any, ...]]] | None = None
+) -> int:
     """Flag settled transactions whose balances do not chain; returns how many gaps were found.
 
     Each settled transaction carries the account balance after it (``settled_balance``, §3.2), so
@@ -669,13 +737,22 @@ def check_running_balances(connection: Connection, run: SyncRun) -> int:
     transaction is missing from the mirror (or from what Qonto returned). Only the part of each
     account's history touched by this run is checked, from the transaction before the earliest
     one written.
+
+    ``written`` maps accounts whose every mirror row was written by this run (a first sync of
+    the account) to their settled lines ``{id: (id, settled_at, amount, balance_after,
+    currency)}`` in write order: those accounts are checked from memory, not read back.
     """
+    written = written or {}
     gaps = 0
     settled = BankTransaction.objects.filter(
         connection=connection, stream="transactions", status="completed", settled_at__isnull=False,
         balance_after__isnull=False,
     )
-    touched = settled.filter(synced_at__gte=run.started_at).values_list("bank_account_external_id", "settled_at")
+    touched = (
+        settled.filter(synced_at__gte=run.started_at)
+        .exclude(bank_account_external_id__in=list(written))
+        .values_list("bank_account_external_id", "settled_at")
+    )
     earliest: dict[str, datetime] = {}
     for account_id, settled_at in touched:
         if account_id not in earliest or settled_at < earliest[account_id]:
@@ -683,6 +760,11 @@ def check_running_balances(connection: Connection, run: SyncRun) -> int:
     names = dict(
         BankAccount.objects.filter(connection=connection).values_list("external_id", "name")
     )
+    histories: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for account_id, lines in written.items():
+        if lines:
+            # Python's sort is stable: lines settled at the same instant stay in write (id) order.
+            histories.append((account_id, sorted(lines.values(), key=lambda line: line[1])))
     for account_id, start in earliest.items():
         account = settled.filter(bank_account_external_id=account_id)
         before = account.filter(settled_at__lt=start).order_by("-settled_at", "-pk").values_list(
@@ -693,6 +775,8 @@ def check_running_balances(connection: Connection, run: SyncRun) -> int:
                 "external_id", "settled_at", "amount", "balance_after", "currency"
             )
         )
+        histories.append((account_id, rows))
+    for account_id, rows in histories:
         ordered = _chain_order(rows)
         for previous, current in zip(ordered, ordered[1:], strict=False):
             expected = previous[3] + current[2]
