@@ -498,6 +498,9 @@ class Attachment(MirrorRecord):
     content_type = models.CharField(max_length=100, blank=True)
     size = models.PositiveBigIntegerField(null=True, blank=True)
     parent_external_id = models.CharField(max_length=200, blank=True, db_index=True)
+    # The bytes, kept once pulled for the tax advisers (reconciliation.tax_pull): the provider's
+    # URLs expire, and the accountant needs the PDF long after the sync that listed it.
+    file = models.FileField(upload_to="attachments/%Y/%m/", blank=True)
 
     class Meta:
         constraints = [MirrorRecord.natural_key_constraint("uniq_attachment")]
