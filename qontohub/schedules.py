@@ -43,6 +43,8 @@ SCHEDULES: list[Declared] = [
     Declared("accountant-weekly-accounts", "accountant.tasks.weekly_reference_sync", WEEKLY),
     # QuickBooks Online is polled every hour, 24 syncs a day (issue 5); its flow runs after each.
     Declared("quickbooks-sync", "connectors.tasks.sync_due_connections", HOURLY, kwargs={"provider": "quickbooks"}),
+    # Tax advisers' document pull (issue 6): paid documents of the last open year, PDFs, matches.
+    Declared("tax-documents-pull", "reconciliation.tasks.pull_tax_documents", DAILY),
 ]
 
 

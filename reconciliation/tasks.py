@@ -14,7 +14,7 @@ from typing import Any
 from django_q.tasks import async_task
 
 from connectors.models import Connection
-from reconciliation import services
+from reconciliation import services, tax_pull
 from reconciliation.routes import TRANSACTION, get_route, routes_for_provider
 
 TASK = "reconciliation.tasks.reconcile_organization_task"
@@ -73,3 +73,13 @@ def after_sync(connection_id: int, changed: int | Mapping[str, list[int]] | None
         else:
             task_ids.append(async_task(TASK, connection["organization_id"], route.slug))
     return task_ids
+
+
+def pull_tax_documents() -> int:
+    """Daily schedule ``tax-documents-pull``: one pull task per active client file (fan-out only)."""
+    return tax_pull.pull_all()
+
+
+def pull_tax_documents_for(client_file_id: int) -> dict[str, Any]:
+    """One client file's pull for its tax adviser; the summary is kept as the task result."""
+    return tax_pull.pull_client_file(client_file_id).as_dict()
