@@ -34,7 +34,9 @@ PYTHON = sys.executable
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    # The load average says how busy the 2 cores were: timings on a shared machine vary with it.
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
 
 
 def write_block(section: str, command: str, body: str) -> None:
