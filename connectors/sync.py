@@ -22,7 +22,9 @@ happens (record before you act, house rule 8):
 Streams may define ``save_related(connector, saved)`` — called inside the page transaction with
 ``[(mirror instance, Row)]`` for the rows just created or updated — to write child rows such as
 document lines; the instances carry their ids unless the stream sets ``related_needs_ids =
-False`` (which saves a query per page). It is optional so that most streams stay two methods long.
+False`` (which saves a query per page), and a stream that only reads the rows sets
+``related_needs_instances = False`` to get ``(None, Row)`` pairs. It is optional so that most
+streams stay two methods long.
 
 Speed: a stream that starts with no rows in the mirror (a first sync, or a new stream) keeps the
 fingerprints it wrote in memory instead of reading them back page by page — on PostgreSQL a
@@ -40,10 +42,12 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 from django.apps import apps
@@ -318,6 +322,54 @@ def _renew_lease(connection: Connection, owner: str) -> None:
         )
 
 
+class _PageBook:
+    """The bookkeeping written with every page — lease renewal, cursor position, the run's
+    counts — as three UPDATEs compiled once per stream: through the ORM they cost more than a
+    tenth of a first sync's time."""
+
+    def __init__(self, connection: Connection, owner: str, cursor_id: int, run_id: int) -> None:
+        self.db = connections[router.db_for_write(SyncCursor)]
+        quote = self.db.ops.quote_name
+
+        def update(model: type[models.Model], names: Sequence[str], where: Sequence[str]) -> str:
+            column = model._meta.get_field
+            assignments = ", ".join(f"{quote(column(name).column)} = %s" for name in names)
+            condition = " AND ".join(f"{quote(column(name).column)} = %s" for name in where)
+            return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {condition}"
+
+        self.connection_id, self.owner, self.cursor_id, self.run_id = connection.pk, owner, cursor_id, run_id
+        self.lease_sql = update(Connection, ["lease_expires_at"], ["id", "lease_owner"])
+        self.cursor_sql = update(SyncCursor, ["position", "updated_at"], ["id"])
+        self.counts = ["read", "created", "updated", "unchanged", "failed", "requests", "retries"]
+        self.run_sql = update(SyncRun, self.counts, ["id"])
+        self.expiry = Connection._meta.get_field("lease_expires_at")
+        self.position = SyncCursor._meta.get_field("position")
+        self.updated_at = SyncCursor._meta.get_field("updated_at")
+
+    def renew_lease(self) -> None:
+        until = self.expiry.get_db_prep_save(timezone.now() + timedelta(seconds=LEASE_SECONDS), self.db)
+        with self.db.cursor() as cursor:
+            cursor.execute(self.lease_sql, [until, self.connection_id, self.owner])
+            renewed = cursor.rowcount
+        if renewed != 1:
+            raise LeaseLost(
+                "This sync lost its lease on the connection (it ran longer than the lease without "
+                "renewing and another sync took over); it stopped without writing its last page."
+            )
+
+    def save_page(self, position: dict[str, Any], run: SyncRun) -> None:
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                self.cursor_sql,
+                [
+                    self.position.get_db_prep_save(position, self.db),
+                    self.updated_at.get_db_prep_save(timezone.now(), self.db),
+                    self.cursor_id,
+                ],
+            )
+            cursor.execute(self.run_sql, [*(getattr(run, name) for name in self.counts), self.run_id])
+
+
 def _release_lease(connection: Connection, owner: str) -> None:
     Connection.objects.filter(pk=connection.pk, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
 
@@ -360,17 +412,17 @@ def _sync_stream(connector: Any, stream: Stream, run: SyncRun, owner: str, *, fu
 
     pages = stream.pages(connector, state)
     batch = _PageBatch()
+    book = _PageBook(connection, owner, cursor.pk, run.pk)
     try:
         for page in pages:
             high_water = later(high_water, page.high_water)
             position = dict(page.position or {})
             position[ENGINE_KEY] = {"full": full, "high_water": high_water, "run": run.pk}
             with batch.page():
-                _renew_lease(connection, owner)
+                book.renew_lease()
                 _save_page(connector, stream, model, run, page, known=known)
-                SyncCursor.objects.filter(pk=cursor.pk).update(position=position, updated_at=timezone.now())
                 _count_http(run, connector)
-                run.save(update_fields=["read", "created", "updated", "unchanged", "failed", "requests", "retries"])
+                book.save_page(position, run)
             batch.page_done()
         batch.commit()
     except BaseException:
@@ -452,22 +504,15 @@ def _save_page(
     and is kept up to date; otherwise the fingerprints are read from the database.
     """
     connection: Connection = connector.connection
+    prepared = page.prepared if isinstance(page, PreparedPage) and page.prepared is not None else None
+    if prepared is None:
+        prepared = prepare_records(connector, stream, page.records)
     rows: dict[str, tuple[Row, str, str]] = {}
-    to_row = stream.to_row
-    for record in page.records:
+    for record, row, raw_json, digest, error in prepared:
         run.read += 1
-        try:
-            row = to_row(connector, record)
-            if not row.external_id:
-                raise ValueError("the record has no identifier")
-            if not ENGINE_FIELDS.isdisjoint(row.fields):
-                raise ValueError(f"the mapping sets engine columns {sorted(ENGINE_FIELDS.intersection(row.fields))}")
-            # The raw payload is serialised once: its canonical JSON is both hashed and stored.
-            raw_json = canonical_json(row.raw)
-            digest = _digest(canonical_json(row.fields), raw_json)
-        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the run
+        if error is not None or row is None:
             run.failed += 1
-            _record_failure(run, connection, stream, record, exc)
+            _record_failure(run, connection, stream, record, error or ValueError("not converted"))
             continue
         # The last occurrence wins if a page repeats a record.
         rows[row.external_id] = (row, raw_json, digest)
@@ -500,8 +545,7 @@ def _save_page(
         known.update((row.external_id, digest) for row, _, digest in created)
         known.update((row.external_id, digest) for row, _, digest in updated)
 
-    db = connections[router.db_for_write(model)]
-    table = _table(model, db)
+    table = _table(model, connections[router.db_for_write(model)])
     now = timezone.now()
     engine_values = {
         "organization_id": connection.organization_id,
@@ -516,19 +560,59 @@ def _save_page(
     for insert_only, entries in ((True, created), (False, updated)):
         for field_names, group in _group_by_fields(entries):
             table.write(
-                db,
-                table.page_params(db, engine_values, field_names, group),
+                table.page_params(engine_values, field_names, group),
                 update_fields=["raw", "fingerprint", "synced_at", *field_names],
                 unique_fields=("connection", "stream", "external_id"),
                 insert_only=insert_only,
             )
-            if save_related is not None:
-                saved.extend((table.instance(db, engine_values, row, digest), row) for row, _, digest in group)
+            if save_related is None:
+                continue
+            if getattr(stream, "related_needs_instances", True):
+                saved.extend((table.instance(engine_values, row, digest), row) for row, _, digest in group)
+            else:
+                saved.extend((None, row) for row, _, _ in group)
 
     if save_related is not None:
         if getattr(stream, "related_needs_ids", True):
             assign_ids(model, connection, stream.name, saved)
         save_related(connector, saved)
+
+
+#: One record of a page, converted: (record, row, canonical JSON of its raw payload, fingerprint,
+#: error). ``row`` is None and ``error`` set when the record could not be converted.
+Prepared = tuple[Any, Row | None, str, str, Exception | None]
+
+
+@dataclass
+class PreparedPage(Page):
+    """A page whose records the stream already converted with :func:`prepare_records` — in its
+    read-ahead thread, while the engine was writing the page before."""
+
+    prepared: list[Prepared] | None = None
+
+
+def prepare_records(connector: Any, stream: Stream, records: Iterable[Any]) -> list[Prepared]:
+    """The part of saving a page that needs no database: ``to_row``, its checks, the canonical
+    JSON of the raw payload (serialised once: it is both hashed and stored) and the fingerprint.
+
+    A stream may run it in a read-ahead thread (:class:`ReadAhead`) and yield a
+    :class:`PreparedPage`, provided its ``to_row`` reads no database and keeps no state another
+    thread uses; a record that fails is recorded by the engine, in its own thread.
+    """
+    prepared: list[Prepared] = []
+    to_row = stream.to_row
+    for record in records:
+        try:
+            row = to_row(connector, record)
+            if not row.external_id:
+                raise ValueError("the record has no identifier")
+            if not ENGINE_FIELDS.isdisjoint(row.fields):
+                raise ValueError(f"the mapping sets engine columns {sorted(ENGINE_FIELDS.intersection(row.fields))}")
+            raw_json = canonical_json(row.raw)
+            prepared.append((record, row, raw_json, _digest(canonical_json(row.fields), raw_json), None))
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the run
+            prepared.append((record, None, "", "", exc))
+    return prepared
 
 
 def _digest(fields_json: str, raw_json: str) -> str:
@@ -574,160 +658,181 @@ class _JSONText(str):
     __slots__ = ()
 
 
+class _Layout:
+    """How rows that set one list of fields become statement parameters.
+
+    ``order`` is the statement's column order (as positions in ``_Table.fields``): the engine
+    columns first (for a stream page), then the columns the rows set, then the others, which
+    get their defaults. ``get`` takes the set values out of a row's mapping in one call.
+    """
+
+    __slots__ = ("adapt", "callable_defaults", "defaults", "get", "order", "single")
+
+    def __init__(self, table: _Table, db: Any, field_names: tuple[str, ...], engine_first: bool) -> None:
+        unknown = [name for name in field_names if name not in table.by_key]
+        if unknown:
+            raise TypeError(f"{table.model.__name__} has no field {', '.join(map(repr, unknown))}")
+        chosen = {table.by_key[name].attname: name for name in field_names}
+        lead = [table.position[name] for name in _ENGINE_COLUMNS] if engine_first else []
+        skip = set(_ENGINE_COLUMNS) if engine_first else set()
+        keys: list[str] = []
+        given: list[int] = []
+        missing: list[int] = []
+        for index, f in enumerate(table.fields):
+            if f.attname in skip:
+                continue
+            if f.attname in chosen:
+                keys.append(chosen[f.attname])
+                given.append(index)
+            else:
+                missing.append(index)
+        self.order = lead + given + missing
+        self.single = len(keys) == 1
+        self.get = itemgetter(*keys) if keys else None
+        #: (slot in the parameter list, adapter or None, the value is a related instance)
+        self.adapt = [
+            (len(lead) + slot, table.adapters[index], table.fields[index].is_relation and key == table.fields[index].name)
+            for slot, (key, index) in enumerate(zip(keys, given, strict=True))
+            if table.adapters[index] is not None
+            or (table.fields[index].is_relation and key == table.fields[index].name)
+        ]
+        first_default = len(lead) + len(given)
+        self.defaults = [None if callable(table.fields[i].default) else table.prepare(i, table.fields[i].get_default()) for i in missing]
+        self.callable_defaults = [
+            (first_default + slot, index) for slot, index in enumerate(missing) if callable(table.fields[index].default)
+        ]
+
+    def fill(self, table: _Table, values: list[Any], given: Mapping[str, Any]) -> list[Any]:
+        """Append the row's set values and the defaults to ``values`` (prepared for the driver)."""
+        if self.get is not None:
+            if self.single:
+                values.append(self.get(given))
+            else:
+                values.extend(self.get(given))
+        for slot, adapter, related in self.adapt:
+            value = values[slot]
+            if value is not None:
+                if related:
+                    value = value.pk
+                values[slot] = value if adapter is None else adapter(value)
+        values.extend(self.defaults)
+        for slot, index in self.callable_defaults:
+            values[slot] = table.prepare(index, table.fields[index].get_default())
+        return values
+
+
 class _Table:
     """How one mirror model's rows are written to one database, prepared once per process.
 
-    Every statement lists every column but the primary key (engine columns first), so rows with
-    different field sets share the staging table; a column a row does not set gets its default
-    on insert and is left alone on update (it is not in ``update_fields``).
+    Every statement lists every column but the primary key; a column a row does not set gets
+    its default on insert and is left alone on update (it is not in ``update_fields``).
 
-    * PostgreSQL: each batch is ``COPY``-ed into a session-local temporary table and moved with
-      one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` — the driver's cheapest way in, where an
-      ``executemany`` costs a statement per row.
+    * PostgreSQL: rows known to be new are ``COPY``-ed straight into the table; an upsert
+      ``COPY``-es into a session-local temporary table and moves the rows with one
+      ``INSERT … SELECT … ON CONFLICT DO UPDATE`` (an ``executemany`` costs a statement per row).
     * SQLite and the rest: one ``executemany`` of ``INSERT … ON CONFLICT DO UPDATE``.
 
-    Values are prepared per column type: datetimes become what Django would send (naive UTC text
-    on SQLite, aware datetimes on PostgreSQL), Decimals and plain types go as they are, a raw
-    payload goes as its canonical JSON text; any other value takes its field's
-    ``get_db_prep_save``, as ``bulk_create`` would.
+    Values are prepared per column type, as Django would send them: datetimes as naive text in
+    the connection's zone on SQLite and aware datetimes on PostgreSQL, Decimals and plain types
+    as they are, JSON as text on SQLite (a raw payload as its canonical JSON); anything else
+    through its field's ``get_db_prep_save``, as ``bulk_create`` does.
     """
 
     def __init__(self, model: type[models.Model], db: Any) -> None:
         opts = model._meta
         self.model = model
         self.opts = opts
+        self.db = db
         by_attname = {f.attname: f for f in opts.concrete_fields if not f.primary_key}
         ordered = [by_attname[name] for name in _ENGINE_COLUMNS if name in by_attname]
         ordered += [f for name, f in by_attname.items() if name not in _ENGINE_COLUMNS]
-        assert len(ordered) == len(by_attname) == len(set(by_attname))
         assert not any(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) for f in ordered)
         self.fields = ordered
         self.attnames = [f.attname for f in ordered]
         self.position = {f.attname: index for index, f in enumerate(ordered)}
-        #: Row field key (name or attname) → field.
+        #: A row's field key (name or attname) → its field.
         self.by_key: dict[str, models.Field] = {}
         for f in ordered:
             self.by_key[f.attname] = f
             self.by_key[f.name] = f
         self.vendor = db.vendor
-        self.adapters = [self._adapter(f, db) for f in ordered]
-        self._layouts: dict[tuple[str, ...], tuple[list[int], list[tuple[str, Any, bool]], list[Any]]] = {}
+        self.adapters = [self._adapter(f) for f in ordered]
+        self._layouts: dict[tuple[tuple[str, ...], bool], _Layout] = {}
         self._sql: dict[tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
 
     # -- values ------------------------------------------------------------------------------
-    def _adapter(self, field: models.Field, db: Any) -> Any:
-        """A function from a Python value to a driver parameter, or None for 'as it is'."""
+    def _adapter(self, field: models.Field) -> Callable[[Any], Any] | None:
+        """A function from a (non-null) Python value to a driver parameter; None: as it is."""
         if field.is_relation or type(field) in _PLAIN_FIELD_TYPES:
             return None
+        db = self.db
         prep = field.get_db_prep_save
         if isinstance(field, models.DateTimeField):
             if self.vendor == "postgresql":
-                def adapt_datetime(value: Any) -> Any:
-                    if value is None or (type(value) is datetime and value.tzinfo is not None):
-                        return value
-                    return prep(value, db)
-
-                return adapt_datetime
+                return lambda value: value if type(value) is datetime and value.tzinfo is not None else prep(value, db)
             if self.vendor == "sqlite" and settings.USE_TZ:
                 zone = db.timezone
 
                 def adapt_sqlite_datetime(value: Any) -> Any:
-                    # What SQLite's adapt_datetimefield_value does: naive in the connection's zone.
-                    if type(value) is datetime and value.tzinfo is not None:
-                        return str(value.astimezone(zone).replace(tzinfo=None))
+                    # SQLite's adapt_datetimefield_value: naive text in the connection's zone.
+                    if type(value) is datetime:
+                        if value.tzinfo is zone:
+                            return str(value.replace(tzinfo=None))
+                        if value.tzinfo is not None:
+                            return str(value.astimezone(zone).replace(tzinfo=None))
                     return prep(value, db)
 
                 return adapt_sqlite_datetime
-            return lambda value: prep(value, db)
-        if isinstance(field, models.DecimalField):
-            return lambda value: value if value is None or type(value) is Decimal else prep(value, db)
-        if isinstance(field, models.JSONField):
-            def adapt_json(value: Any) -> Any:
-                if type(value) is _JSONText:
-                    return str(value)
-                return prep(value, db)
-
-            return adapt_json
+        elif isinstance(field, models.DecimalField):
+            return lambda value: value if type(value) is Decimal else prep(value, db)
+        elif isinstance(field, models.JSONField):
+            if self.vendor == "postgresql":
+                return lambda value: str(value) if type(value) is _JSONText else prep(value, db)
+            if self.vendor == "sqlite":
+                encoder = field.encoder
+                # SQLite's adapt_json_value is json.dumps(value, cls=encoder).
+                return lambda value: str(value) if type(value) is _JSONText else json.dumps(value, cls=encoder)
         return lambda value: prep(value, db)
 
-    def _layout(self, db: Any, field_names: tuple[str, ...]) -> tuple[list[int], list[tuple[str, Any, bool]], list[Any]]:
-        """For rows setting ``field_names``: the statement's column order (engine columns, then
-        the columns set, then the others), (key, adapter, is-relation-by-name) of each column set,
-        and the prepared defaults of the columns not set (None where the default is callable)."""
-        layout = self._layouts.get(field_names)
-        if layout is not None:
-            return layout
-        unknown = [name for name in field_names if name not in self.by_key]
-        if unknown:
-            raise TypeError(f"{self.model.__name__} has no field {', '.join(map(repr, unknown))}")
-        chosen = {self.by_key[name].attname: name for name in field_names}
-        engine = [self.position[name] for name in _ENGINE_COLUMNS]
-        setters: list[tuple[str, Any, bool]] = []
-        set_positions: list[int] = []
-        missing: list[int] = []
-        defaults: list[Any] = []
-        for index, f in enumerate(self.fields):
-            if f.attname in _ENGINE_COLUMNS:
-                continue
-            if f.attname in chosen:
-                key = chosen[f.attname]
-                set_positions.append(index)
-                setters.append((key, self.adapters[index], f.is_relation and key == f.name))
-            else:
-                missing.append(index)
-                defaults.append(None if callable(f.default) else self._prepared(index, f.get_default(), db))
-        layout = (engine + set_positions + missing, setters, defaults)
-        self._layouts[field_names] = layout
+    def prepare(self, index: int, value: Any) -> Any:
+        adapter = self.adapters[index]
+        return value if adapter is None or value is None else adapter(value)
+
+    def layout(self, field_names: tuple[str, ...], engine_first: bool) -> _Layout:
+        layout = self._layouts.get((field_names, engine_first))
+        if layout is None:
+            layout = self._layouts[(field_names, engine_first)] = _Layout(self, self.db, field_names, engine_first)
         return layout
 
-    def _prepared(self, index: int, value: Any, db: Any) -> Any:
-        adapter = self.adapters[index]
-        return value if adapter is None else adapter(value)
-
     def page_params(
-        self, db: Any, engine_values: dict[str, Any], field_names: Sequence[str], group: Sequence[tuple[Row, str, str]]
+        self, engine_values: dict[str, Any], field_names: Sequence[str], group: Sequence[tuple[Row, str, str]]
     ) -> tuple[list[int], list[list[Any]]]:
-        """Column order and driver parameters of one group of rows: (row, canonical raw JSON,
-        fingerprint) setting ``field_names``."""
-        order, setters, defaults = self._layout(db, tuple(field_names))
-        synced_at = self._prepared(self.position["synced_at"], engine_values["synced_at"], db)
-        head = [engine_values["organization_id"], engine_values["connection_id"], engine_values["stream"]]
-        first_default = len(_ENGINE_COLUMNS) + len(setters)
-        callable_defaults = [
-            (first_default + offset, index)
-            for offset, index in enumerate(order[first_default:])
-            if callable(self.fields[index].default)
+        """Column order and driver parameters of one group of a stream page's rows: (row,
+        canonical raw JSON, fingerprint), each setting ``field_names``."""
+        layout = self.layout(tuple(field_names), True)
+        synced_at = self.prepare(self.position["synced_at"], engine_values["synced_at"])
+        organization_id, connection_id, stream = (
+            engine_values["organization_id"], engine_values["connection_id"], engine_values["stream"],
+        )
+        fill = layout.fill
+        params = [
+            fill(self, [organization_id, connection_id, stream, row.external_id, raw_json, digest, synced_at], row.fields)
+            for row, raw_json, digest in group
         ]
-        params: list[list[Any]] = []
-        for row, raw_json, digest in group:
-            fields = row.fields
-            values = [*head, row.external_id, raw_json, digest, synced_at]
-            for key, adapter, by_name in setters:
-                value = fields[key]
-                if by_name and value is not None:
-                    value = value.pk
-                values.append(value if adapter is None else adapter(value))
-            values.extend(defaults)
-            for slot, index in callable_defaults:
-                values[slot] = self._prepared(index, self.fields[index].get_default(), db)
-            params.append(values)
-        return order, params
+        return layout.order, params
 
-    def object_params(self, db: Any, objects: Sequence[models.Model]) -> tuple[list[int], list[list[Any]]]:
-        """Column order and driver parameters of model instances (every column from the instance)."""
-        pairs = list(zip(self.attnames, self.adapters, strict=True))
-        return list(range(len(self.fields))), [
-            [getattr(obj, name) if adapter is None else adapter(getattr(obj, name)) for name, adapter in pairs]
-            for obj in objects
-        ]
+    def mapping_params(self, field_names: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[list[Any]]]:
+        """Column order and driver parameters of rows given as {field name: value}."""
+        layout = self.layout(field_names, False)
+        return layout.order, [layout.fill(self, [], row) for row in rows]
 
-    def instance(self, db: Any, engine_values: dict[str, Any], row: Row, digest: str) -> models.Model:
+    def instance(self, engine_values: dict[str, Any], row: Row, digest: str) -> models.Model:
         """The model instance of a row just written, as ``Model(**values)`` would build it (for
         ``save_related``) without running ``__init__`` field by field; its id is not set."""
         obj = self.model.__new__(self.model)
         state = ModelState()
         state.adding = False
-        state.db = db.alias
+        state.db = self.db.alias
         values = obj.__dict__
         values["_state"] = state
         values[self.opts.pk.attname] = None
@@ -757,7 +862,6 @@ class _Table:
     # -- statements --------------------------------------------------------------------------
     def write(
         self,
-        db: Any,
         columns_and_params: tuple[list[int], list[list[Any]]],
         *,
         update_fields: Sequence[str],
@@ -768,10 +872,11 @@ class _Table:
         order, params = columns_and_params
         if not params:
             return
+        db = self.db
         key = (tuple(order), tuple(update_fields), tuple(unique_fields))
         statements = self._sql.get(key)
         if statements is None:
-            statements = self._sql[key] = self._statements(db, order, update_fields, unique_fields)
+            statements = self._sql[key] = self._statements(order, update_fields, unique_fields)
         # The staging table empties at commit: its steps must share one transaction.
         with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
             if self.vendor == "postgresql":
@@ -789,10 +894,8 @@ class _Table:
             else:
                 cursor.executemany(statements[0], params)
 
-    def _statements(
-        self, db: Any, order: Sequence[int], update_fields: Sequence[str], unique_fields: Sequence[str]
-    ) -> tuple[str, ...]:
-        quote = db.ops.quote_name
+    def _statements(self, order: Sequence[int], update_fields: Sequence[str], unique_fields: Sequence[str]) -> tuple[str, ...]:
+        quote = self.db.ops.quote_name
         opts = self.opts
         all_columns = ", ".join(quote(f.column) for f in self.fields)
         columns = ", ".join(quote(self.fields[index].column) for index in order)
@@ -815,17 +918,21 @@ class _Table:
                 f"DELETE FROM {stage}",
                 f"COPY {table} ({columns}) FROM STDIN",
             )
-        return (f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(self.fields))}) {conflict}",)
+        return (f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(order))}) {conflict}",)
 
 
-_tables: dict[tuple[type[models.Model], str, str], _Table] = {}
+#: Per thread, like Django's database connections the tables are bound to.
+_tables = threading.local()
 
 
 def _table(model: type[models.Model], db: Any) -> _Table:
-    key = (model, db.alias, db.vendor)
-    table = _tables.get(key)
-    if table is None:
-        table = _tables[key] = _Table(model, db)
+    cache: dict[tuple[type[models.Model], str, int], _Table] | None = getattr(_tables, "cache", None)
+    if cache is None:
+        cache = _tables.cache = {}
+    key = (model, db.alias, id(db))
+    table = cache.get(key)
+    if table is None or table.db is not db:
+        table = cache[key] = _Table(model, db)
     return table
 
 
@@ -836,22 +943,50 @@ def upsert(
     update_fields: Sequence[str],
     unique_fields: Sequence[str] = ("connection", "stream", "external_id"),
 ) -> None:
-    """``INSERT … ON CONFLICT (unique_fields) DO UPDATE`` of ``objects`` in one batch.
+    """``INSERT … ON CONFLICT (unique_fields) DO UPDATE`` of model instances in one batch.
 
     What ``bulk_create(update_conflicts=True)`` does, without its per-value SQL compilation
-    (see :class:`_Table` for how each database is written). If two objects share a natural key
-    the last one wins. Objects' ids are not set; auto-now fields are not supported (mirror
-    models have none).
+    (see :class:`_Table`). If two objects share a natural key the last one wins. Objects' ids
+    are not set; auto-now fields are not supported (mirror models have none).
     """
     if not objects:
         return
+    attnames = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
+    upsert_rows(
+        model,
+        [{name: getattr(obj, name) for name in attnames} for obj in objects],
+        update_fields=update_fields,
+        unique_fields=unique_fields,
+    )
+
+
+def upsert_rows(
+    model: type[models.Model],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    update_fields: Sequence[str],
+    unique_fields: Sequence[str] = ("connection", "stream", "external_id"),
+) -> None:
+    """:func:`upsert` of rows given as ``{field name or attname: value}``, without building model
+    instances; a field a row leaves out gets its default on insert. The last row of a natural
+    key wins."""
+    if not rows:
+        return
     db = connections[router.db_for_write(model)]
     table = _table(model, db)
-    key_names = [model._meta.get_field(name).attname for name in unique_fields]
-    latest: dict[tuple[Any, ...], models.Model] = {}
-    for obj in objects:
-        latest[tuple(getattr(obj, name) for name in key_names)] = obj
-    table.write(db, table.object_params(db, list(latest.values())), update_fields=update_fields, unique_fields=unique_fields)
+    key_fields = [model._meta.get_field(name) for name in unique_fields]
+    latest: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for row in rows:
+        key = []
+        for f in key_fields:
+            value = row[f.attname] if f.attname in row else row[f.name]
+            key.append(value.pk if f.is_relation and isinstance(value, models.Model) else value)
+        latest[tuple(key)] = row
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in latest.values():
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for field_names, group in groups.items():
+        table.write(table.mapping_params(field_names, group), update_fields=update_fields, unique_fields=unique_fields)
 
 
 def _record_failure(run: SyncRun, connection: Connection, stream: Stream, record: Any, exc: Exception) -> None:

@@ -35,6 +35,7 @@ because it expires and because a URL that changes on every read would make every
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
@@ -54,7 +55,7 @@ from connectors.models import (
     DocumentLine,
     SyncEvent,
 )
-from connectors.sync import ReadAhead, upsert
+from connectors.sync import Prepared, PreparedPage, ReadAhead, prepare_records, upsert_rows
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -255,29 +256,41 @@ def next_page(body: Mapping[str, Any], current: int) -> int | None:
 
 
 def read_pages(
-    connector: Connector, path: str, list_key: str, params_for: Callable[[int], list[tuple[str, str]]], page: int
-) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """``(page number, records)`` of one list from ``page`` on, following ``meta.next_page``.
+    connector: Connector,
+    path: str,
+    list_key: str,
+    params_for: Callable[[int], list[tuple[str, str]]],
+    page: int,
+    prepare: Callable[[list[dict[str, Any]]], Any] | None = None,
+) -> Iterator[tuple[int, list[dict[str, Any]], Any]]:
+    """``(page number, records, prepared)`` of one list from ``page`` on, following ``meta.next_page``.
 
     As soon as a page has arrived, the next one is requested in the background
-    (:class:`connectors.sync.ReadAhead`), so it travels while the engine writes this one; the
-    engine still saves each page with its cursor before it asks for the next, so a crash resumes
-    after the last saved page. Closing the generator waits for a request still in flight.
+    (:class:`connectors.sync.ReadAhead`) and, if ``prepare`` is given, converted there too
+    (``prepared`` is what it returned, else None): both happen while the engine writes this page.
+    The engine still saves each page with its cursor before it asks for the next, so a crash
+    resumes after the last saved page. Closing the generator waits for a request in flight.
     """
-    ahead: ReadAhead[dict[str, Any]] | None = None
+
+    def fetch(number: int) -> tuple[dict[str, Any], Any]:
+        body = get_json(connector, path, params=params_for(number))
+        records = body.get(list_key)
+        return body, (prepare(records) if prepare is not None and isinstance(records, list) else None)
+
+    ahead: ReadAhead[tuple[dict[str, Any], Any]] | None = None
     try:
-        body = get_json(connector, path, params=params_for(page))
+        body, prepared = fetch(page)
         while True:
             records = body.get(list_key)
             if not isinstance(records, list):
                 raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
             following = next_page(body, page)
             if following is not None:
-                ahead = ReadAhead(connector, partial(get_json, connector, path, params_for(following)))
-            yield page, records
+                ahead = ReadAhead(connector, partial(fetch, following))
+            yield page, records, prepared
             if ahead is None or following is None:
                 return
-            body = ahead.result()
+            body, prepared = ahead.result()
             ahead = None
             page = following
     finally:
@@ -311,7 +324,8 @@ class QontoListStream(Stream):
                 params.append((self.since_param, lower))
             return params
 
-        for page, records in read_pages(connector, self.path, self.list_key, params_for, int(position.get("page", 0)) + 1):
+        first = int(position.get("page", 0)) + 1
+        for page, records, _ in read_pages(connector, self.path, self.list_key, params_for, first):
             yield Page(
                 records=records,
                 position={"page": page, "since": lower, "started_at": started_at},
@@ -349,18 +363,24 @@ class BankAccountsStream(Stream):
         )
 
 
+@dataclass
+class TransactionRow(Row):
+    """A transaction's row, with the receipts embedded in its record (for ``save_related``)."""
+
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+
+
 class TransactionsStream(Stream):
     """Transactions of every mirrored bank account; position = (account, its lower bound, page)."""
 
     name = "transactions"
     model = "connectors.BankTransaction"
-    # Receipts point at their transaction by its Qonto id, not by our row id.
+    # Receipts point at their transaction by its Qonto id, not by our row id: save_related
+    # needs neither ids nor model instances.
     related_needs_ids = False
+    related_needs_instances = False
 
     def __init__(self) -> None:
-        # Embedded attachments of the rows converted on the current page, by transaction id,
-        # written by save_related in the page's transaction.
-        self._attachments: dict[str, list[dict[str, Any]]] = {}
         # Accounts this run reads whole into an empty mirror, and the settled lines written for
         # them (the whole of their settled history in the mirror, so the running-balance check
         # needs no read-back): {account: {transaction id: (id, settled_at, amount, balance, currency)}}.
@@ -409,14 +429,20 @@ class TransactionsStream(Stream):
                 params.append(("updated_at_from", lower))
             return params
 
-        for page, records in read_pages(connector, "/v2/transactions", "transactions", params_for, first_page):
-            yield Page(
+        def prepare(records: list[dict[str, Any]]) -> tuple[list[Prepared], str | None]:
+            # In the read-ahead thread: to_row keeps no state and reads no database.
+            return prepare_records(connector, self, records), capped_high_water(records, "updated_at", started_at)
+
+        for page, records, prepared in read_pages(
+            connector, "/v2/transactions", "transactions", params_for, first_page, prepare
+        ):
+            rows, high_water = prepared
+            yield PreparedPage(
                 records=records,
                 position={"account": account_id, "since": lower, "page": page, "started_at": started_at},
-                high_water=capped_high_water(records, "updated_at", started_at),
+                high_water=high_water,
+                prepared=rows,
             )
-            # The page is saved: receipts of its unchanged transactions are not needed any more.
-            self._attachments.clear()
 
     def to_row(self, connector: Connector, record: Mapping[str, Any]) -> Row:
         external_id = clip(record.get("id"), 200)
@@ -435,11 +461,17 @@ class TransactionsStream(Stream):
         if not bank_account_id:
             raise ValueError("the transaction names no bank_account_id")
         settled_at = parse_timestamp(record.get("settled_at"), "settled_at")
-        attachments = record.get("attachments")
-        if isinstance(attachments, list):
-            self._attachments[external_id] = [a for a in attachments if isinstance(a, dict) and a.get("id")]
-        raw = without_urls(dict(record))
-        return Row(
+        raw = dict(record)
+        receipts: list[dict[str, Any]] = []
+        attachments = raw.get("attachments")
+        if isinstance(attachments, list) and attachments:
+            receipts = [a for a in attachments if isinstance(a, dict) and a.get("id")]
+            # In a transaction only the embedded receipts (and their probative copies) carry URLs.
+            raw["attachments"] = without_urls(attachments)
+        if not _URL_KEYS.isdisjoint(raw):
+            raw = without_urls(raw)
+        return TransactionRow(
+            receipts=receipts,
             external_id=external_id,
             fields={
                 "bank_account_external_id": clip(bank_account_id, 200),
@@ -468,9 +500,9 @@ class TransactionsStream(Stream):
         settled lines of fresh accounts noted for the running-balance check."""
         connection: Connection = connector.connection
         now = timezone.now()
-        objects: dict[str, Attachment] = {}
+        receipts: list[dict[str, Any]] = []
         fresh = self._fresh
-        for transaction, row in saved:
+        for _, row in saved:
             fields = row.fields
             account_id = fields["bank_account_external_id"]
             if (
@@ -480,23 +512,26 @@ class TransactionsStream(Stream):
                 and fields["balance_after"] is not None
             ):
                 self._settled.setdefault(account_id, {})[row.external_id] = (
-                    row.external_id, fields["settled_at"].astimezone(UTC), fields["amount"], fields["balance_after"], fields["currency"]
+                    row.external_id, fields["settled_at"].astimezone(UTC), fields["amount"], fields["balance_after"],
+                    fields["currency"],
                 )
-            for item in self._attachments.pop(transaction.external_id, []):
-                row = attachment_row(item, parent=transaction.external_id)
-                objects[row.external_id] = Attachment(
-                    organization_id=connection.organization_id,
-                    connection_id=connection.pk,
-                    stream="attachments",
-                    external_id=row.external_id,
-                    raw=row.raw,
-                    fingerprint="",
-                    synced_at=now,
-                    **row.fields,
+            for item in getattr(row, "receipts", ()):
+                receipt = attachment_row(item, parent=row.external_id)
+                receipts.append(
+                    {
+                        "organization_id": connection.organization_id,
+                        "connection_id": connection.pk,
+                        "stream": "attachments",
+                        "external_id": receipt.external_id,
+                        "raw": receipt.raw,
+                        "fingerprint": "",
+                        "synced_at": now,
+                        **receipt.fields,
+                    }
                 )
-        upsert(
+        upsert_rows(
             Attachment,
-            list(objects.values()),
+            receipts,
             update_fields=["raw", "synced_at", "file_name", "content_type", "size", "parent_external_id",
                            "remote_updated_at"],
         )

@@ -1,0 +1,161 @@
+"""The sync engine's speed-ups kept honest: reading ahead, converting in the read-ahead thread,
+the running-balance check of a first sync done from memory, and pages committed in batches."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from connectors import sync
+from connectors.models import Attachment, BankTransaction, SyncEvent, SyncRun
+from connectors.qonto import streams as qonto_streams
+from connectors.sync import ReadAhead, sync_connection
+from tests.connectors.qonto.test_connector import SMALL, api_key_connection
+
+
+@pytest.fixture
+def api(sandbox_for):  # type: ignore[no-untyped-def]
+    return sandbox_for("qonto", 7, **SMALL)
+
+
+@pytest.fixture
+def conn(api, org_a):  # type: ignore[no-untyped-def]
+    return api_key_connection(api, org_a)
+
+
+def test_a_refresh_needed_in_the_read_ahead_thread_runs_in_the_callers_thread():
+    threads: list[str] = []
+
+    def refresh() -> bool:
+        threads.append(threading.current_thread().name)
+        return True
+
+    connector = SimpleNamespace(http=SimpleNamespace(refresh_hook=refresh))
+
+    def call() -> str:
+        # What HttpClient.request does on a 401: call the hook, then retry.
+        connector.http.refresh_hook()
+        return "page"
+
+    assert ReadAhead(connector, call).result() == "page"
+    assert threads == [threading.current_thread().name]
+    # The guard is installed once, however many pages are read ahead.
+    guard = connector.http.refresh_hook
+    ReadAhead(connector, lambda: "page").result()
+    assert connector.http.refresh_hook is guard
+
+
+def test_errors_of_a_page_read_ahead_surface_when_the_engine_asks_for_it():
+    def call() -> None:
+        raise ValueError("boom")
+
+    ahead = ReadAhead(SimpleNamespace(http=SimpleNamespace(refresh_hook=None)), call)
+    with pytest.raises(ValueError, match="boom"):
+        ahead.result()
+    ahead.discard()  # harmless after the result
+
+
+def test_transactions_are_converted_ahead_and_their_receipts_saved(api, conn):
+    seen: list[str] = []
+    real = qonto_streams.prepare_records
+
+    def watch(connector, stream, records):  # type: ignore[no-untyped-def]
+        seen.append(threading.current_thread().name)
+        return real(connector, stream, records)
+
+    qonto_streams.prepare_records = watch
+    try:
+        run = sync_connection(conn.pk, trigger="connect")
+    finally:
+        qonto_streams.prepare_records = real
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    # The first page of each account is read in the sync's thread, the following ones ahead.
+    assert any(name.startswith("sync-read-ahead") for name in seen)
+    assert BankTransaction.objects.filter(connection=conn).count() == api.count_transactions()
+    embedded = {str(a) for account in api.accounts for t in api.transactions_of(account) for a in t["attachment_ids"]}
+    stored = Attachment.objects.filter(connection=conn, stream="attachments")
+    assert set(stored.values_list("external_id", flat=True)) == embedded
+    assert not any("X-Amz" in str(raw) for raw in stored.values_list("raw", flat=True))
+    assert not any(
+        "X-Amz" in str(raw) for raw in BankTransaction.objects.filter(connection=conn).values_list("raw", flat=True)
+    )
+
+
+def test_a_gap_in_a_first_sync_is_flagged_without_reading_the_account_back(api, conn, monkeypatch):
+    history = api.transactions_of(status="completed")
+    lost, after = history[-6], history[-5]
+    real = qonto_streams.prepare_records
+
+    def lose_one(connector, stream, records):  # type: ignore[no-untyped-def]
+        return real(connector, stream, [r for r in records if r.get("id") != lost["id"]])
+
+    monkeypatch.setattr(qonto_streams, "prepare_records", lose_one)
+    run = sync_connection(conn.pk, trigger="connect")
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    warning = SyncEvent.objects.get(run=run, kind=SyncEvent.Kind.WARNING)
+    assert warning.external_id == after["id"] and history[-7]["id"] in warning.reason
+    missing = Decimal(lost["amount_cents"] * (1 if lost["side"] == "credit" else -1)) / 100
+    assert Decimal(warning.data["difference"]) == missing
+    # The same history read back from the database (a full resync) finds the same gap.
+    monkeypatch.setattr(qonto_streams, "prepare_records", real)
+    again = sync_connection(conn.pk, trigger="button", full=True)
+    assert again.created == 1  # the lost line, now read
+    assert not SyncEvent.objects.filter(run=again, kind=SyncEvent.Kind.WARNING).exists()
+
+
+def test_pages_before_a_failure_stay_saved_when_pages_are_committed_together(api, conn, monkeypatch):
+    monkeypatch.setattr(sync, "COMMIT_SECONDS", 3600.0)  # one batch for the whole stream
+    sync_connection(conn.pk, trigger="schedule", streams=["bank_accounts"])
+    main = api.main_account_id
+    real_save = sync._save_page
+    pages = {"n": 0}
+
+    def die_on_the_third_page(connector, stream, model, run, page, **kwargs):  # type: ignore[no-untyped-def]
+        if page.position.get("account") == main:
+            pages["n"] += 1
+            if pages["n"] == 3:
+                real_save(connector, stream, model, run, page, **kwargs)
+                raise RuntimeError("killed between the rows and the cursor")
+        real_save(connector, stream, model, run, page, **kwargs)
+
+    monkeypatch.setattr(sync, "_save_page", die_on_the_third_page)
+    first = sync_connection(conn.pk, trigger="schedule", streams=["transactions"])
+    assert first.outcome == SyncRun.Outcome.FAILED
+    assert BankTransaction.objects.filter(connection=conn, bank_account_external_id=main).count() == 200
+    assert conn.cursors.get(stream="transactions").position["page"] == 2
+    monkeypatch.setattr(sync, "_save_page", real_save)
+    second = sync_connection(conn.pk, trigger="schedule", streams=["transactions"])
+    assert second.outcome == SyncRun.Outcome.SUCCEEDED and second.unchanged == 0
+    assert BankTransaction.objects.filter(connection=conn).count() == api.count_transactions()
+
+
+def test_rows_written_without_model_instances_read_back_as_the_orm_wrote_them(api, conn):
+    run = sync_connection(conn.pk, trigger="connect")
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    record = api.transactions_of(status="completed")[3]
+    row = BankTransaction.objects.get(connection=conn, external_id=record["id"])
+    sign = -1 if record["side"] == "debit" else 1
+    assert row.amount == sign * Decimal(record["amount_cents"]) / 100
+    assert row.settled_at is not None and row.settled_at.utcoffset().total_seconds() == 0
+    assert qonto_streams.parse_timestamp(record["settled_at"], "settled_at") == row.settled_at
+    # The list embeds the receipts (includes[]=attachments); the single record does not.
+    assert {k: v for k, v in row.raw.items() if k != "attachments"} == record
+    assert row.attachment_ids == [str(a) for a in record.get("attachment_ids") or []]
+    assert BankTransaction.objects.filter(connection=conn, settled_at__gte=row.settled_at).exists()
+
+
+def test_upsert_rows_fills_defaults_and_keeps_the_last_row_of_a_key(conn):
+    rows: list[dict[str, Any]] = [
+        {"organization_id": conn.organization_id, "connection_id": conn.pk, "stream": "attachments",
+         "external_id": "a1", "raw": {"v": 1}, "fingerprint": "", "file_name": "first.pdf"},
+        {"organization_id": conn.organization_id, "connection_id": conn.pk, "stream": "attachments",
+         "external_id": "a1", "raw": {"v": 2}, "fingerprint": "", "file_name": "second.pdf"},
+    ]
+    sync.upsert_rows(Attachment, rows, update_fields=["raw", "file_name"])
+    stored = Attachment.objects.get(connection=conn, external_id="a1")
+    assert (stored.file_name, stored.raw, stored.size, stored.content_type) == ("second.pdf", {"v": 2}, None, "")
+    assert stored.synced_at is not None
