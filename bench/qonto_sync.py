@@ -62,15 +62,18 @@ PATH_STREAMS = {
 
 
 # --- sandbox process ---------------------------------------------------------------------------
-def sandbox_process(seed: int, transactions: int) -> None:
+def sandbox_process(seed: int, transactions: int, freeze: bool = True, **options: Any) -> None:
+    """Serve the sandbox until stdin closes; each stdin line ``add`` adds one transaction now
+    (answered with its JSON on stdout), for benchmarks that need a change to sync."""
     sys.path.insert(0, str(ROOT))
     from connectors.qonto.sandbox import QontoSandbox
     from connectors.sandbox.server import serve
 
     started = time.perf_counter()
-    api = QontoSandbox(seed, transactions=transactions)
+    api = QontoSandbox(seed, transactions=transactions, **options)
     api.set_rate_limits([])
-    api.freeze()
+    if freeze:
+        api.freeze()
     seeded = time.perf_counter() - started
     server, base_url = serve(api)
     accounts = {account_id: len(api.transactions_of(bank_account_id=account_id)) for account_id in api.accounts}
@@ -89,31 +92,51 @@ def sandbox_process(seed: int, transactions: int) -> None:
         flush=True,
     )
     try:
-        sys.stdin.read()  # the parent closes our stdin when it is done
+        for line in sys.stdin:  # the parent closes our stdin when it is done
+            if line.strip() == "add":
+                print(json.dumps(api.add_transactions(1)[0]), flush=True)
     finally:
         server.shutdown()
 
 
 # --- worker process ------------------------------------------------------------------------------
-def _fresh_database(rep: int) -> tuple[str, str]:
-    """A new empty database for this repetition; returns (DATABASE_URL, engine label)."""
+def fresh_database(name: str) -> tuple[str, str]:
+    """A new empty database called ``name``; returns (DATABASE_URL, engine label).
+
+    SQLite (the default): ``var/bench/<name>.sqlite3``, deleted first. With a PostgreSQL
+    ``DATABASE_URL``: the database ``<its name>_<name>`` on that server, dropped and recreated, so
+    the database the URL names is never touched.
+    """
     given = os.environ.get("DATABASE_URL", "")
     if not given or given.startswith("sqlite"):
-        path = VAR / f"qonto_sync_{rep}.sqlite3"
+        path = VAR / f"{name}.sqlite3"
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return f"sqlite:///{path}", "SQLite"
     import psycopg
 
     parts = urlsplit(given)
-    name = parts.path.lstrip("/") + "_bench_qonto"
+    database = f"{parts.path.lstrip('/')}_{name}"
     admin = parts._replace(path="/postgres").geturl().replace("postgresql+psycopg://", "postgresql://")
     admin = admin.replace("postgres://", "postgresql://", 1) if admin.startswith("postgres://") else admin
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        conn.execute(f'CREATE DATABASE "{database}"')
         version = conn.execute("SHOW server_version").fetchone()[0]
-    return parts._replace(path="/" + name).geturl(), f"PostgreSQL {version.split()[0]}"
+    return parts._replace(path="/" + database).geturl(), f"PostgreSQL {version.split()[0]}"
+
+
+def command_line(section: str) -> str:
+    """The command that produced a section, with the DATABASE_URL it ran against (no password)."""
+    given = os.environ.get("DATABASE_URL", "")
+    prefix = ""
+    if given and not given.startswith("sqlite"):
+        parts = urlsplit(given)
+        netloc = parts.netloc.split("@", 1)
+        if len(netloc) == 2 and ":" in netloc[0]:
+            netloc[0] = netloc[0].split(":", 1)[0] + ":…"
+        prefix = f"DATABASE_URL={parts._replace(netloc='@'.join(netloc)).geturl()} "
+    return f"{prefix}.venv/bin/python bench/run.py {section}"
 
 
 class _Counted:
@@ -289,7 +312,7 @@ def _start_sandbox() -> tuple[subprocess.Popen[str], dict[str, Any]]:
 
 def _run_worker(rep: int, sandbox: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
-    url, engine = _fresh_database(rep)
+    url, engine = fresh_database(f"qonto_sync_{rep}")
     env.update(
         DATABASE_URL=url,
         BENCH_ENGINE=engine,
@@ -307,18 +330,6 @@ def _run_worker(rep: int, sandbox: dict[str, Any]) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"worker {rep} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _command() -> str:
-    given = os.environ.get("DATABASE_URL", "")
-    prefix = ""
-    if given and not given.startswith("sqlite"):
-        parts = urlsplit(given)
-        netloc = parts.netloc.split("@", 1)
-        if len(netloc) == 2 and ":" in netloc[0]:
-            netloc[0] = netloc[0].split(":", 1)[0] + ":…"
-        prefix = f"DATABASE_URL={parts._replace(netloc='@'.join(netloc)).geturl()} "
-    return f"{prefix}.venv/bin/python bench/run.py qonto"
 
 
 def main() -> str:
@@ -412,7 +423,7 @@ def report(runs: list[dict[str, Any]], sandbox: dict[str, Any]) -> str:
         "",
         f"Targets (ARCHITECTURE §8): {'**met**' if met else '**not met**'} on the median.",
         "",
-        f"Command: `{_command()}`",
+        f"Command: `{command_line('qonto')}`",
     ]
     text = "\n".join(lines)
     print(text, flush=True)
@@ -422,7 +433,7 @@ def report(runs: list[dict[str, Any]], sandbox: dict[str, Any]) -> str:
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else "main"
     if role == "sandbox":
-        sandbox_process(int(sys.argv[2]), int(sys.argv[3]))
+        sandbox_process(int(sys.argv[2]), int(sys.argv[3]), freeze=sys.argv[4:5] != ["live"])
     elif role == "worker":
         worker_process(int(sys.argv[2]), json.loads(sys.argv[3]))
     else:

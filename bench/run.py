@@ -8,6 +8,8 @@ Sections:
   qonto   Qonto sync throughput from the sandbox over loopback HTTP (bench/qonto_sync.py).
   qbo     10,000 QuickBooks bills through the whole flow into the Qonto sandbox
           (bench/quickbooks_flow.py).
+  ops     the REST sync-status endpoint at 20 concurrent clients, webhook acknowledgement and
+          processing, the review-queue changelist with 100,000 items (bench/api_webhooks.py).
 
 Each section prints its figures and rewrites its block in bench/RESULTS.md, with the command,
 the date and the machine, so the file always says how its numbers were produced.
@@ -87,7 +89,7 @@ def recon(seeds: tuple[int, ...] = (7, 11, 23), transactions: int = 20000) -> No
 
 
 # Sections written as their own modules under bench/: each has ``main() -> markdown``.
-MODULE_SECTIONS = {"qonto": "qonto_sync", "qbo": "quickbooks_flow"}
+MODULE_SECTIONS = {"qonto": "qonto_sync", "qbo": "quickbooks_flow", "ops": "api_webhooks"}
 
 
 def _section_module(section: str) -> Callable[[], None]:
