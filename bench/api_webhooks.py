@@ -11,8 +11,8 @@ Everything runs on loopback, in processes of its own (none shares the harness's 
   others, sends the requests and reads the results;
 * the **Qonto sandbox** (``bench.qonto_sync`` sandbox mode: 3,000 transactions, rate limits off,
   real clock), which the syncs triggered by webhooks read and which adds a transaction on demand;
-* the **hub** served by ``wsgiref`` with a threading mix-in (a thread per request, listen
-  backlog 128) running ``qontohub.wsgi.application`` with ``DEBUG=false``;
+* the **hub** served by ``wsgiref`` with a pool of 20 threads (listen backlog 128) running
+  ``qontohub.wsgi.application`` with ``DEBUG=false``;
 * a **django-q2 cluster** (``manage.py qcluster``, the settings' ORM broker polled every
   0.5 s, 2 workers) that processes the webhook events, as in production.
 
@@ -58,6 +58,8 @@ VAR = ROOT / "var" / "bench"
 SEED = 4711
 TRANSACTIONS = 3000
 CLIENTS = 20
+#: Threads of the hub's WSGI server (one database connection each).
+SERVER_THREADS = 20
 ROUNDS = 3
 PER_CLIENT = 30
 #: The dashboard-like load: each of the 20 clients asks every POLL_INTERVAL seconds.
@@ -80,11 +82,15 @@ def percentile(values: list[float], q: float) -> float:
 
 # --- the hub's WSGI server ---------------------------------------------------------------------
 def serve_process() -> None:
-    """Serve the hub on a free loopback port until stdin closes (prints the port first)."""
+    """Serve the hub on a free loopback port until stdin closes (prints the port first).
+
+    ``wsgiref`` with a fixed pool of :data:`SERVER_THREADS` threads (as gunicorn's threaded
+    workers do): a thread per request would leave a database connection behind per request
+    (the settings keep connections 60 s), which exhausts PostgreSQL's connection slots.
+    """
     import django
 
     django.setup()
-    from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
     from qontohub.wsgi import application
@@ -93,11 +99,25 @@ def serve_process() -> None:
         def log_message(self, format: str, *args: Any) -> None:
             return None
 
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
+    class PooledServer(WSGIServer):
         request_queue_size = 128
 
-    server = Server(("127.0.0.1", 0), Quiet)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.pool = ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="hub")
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            self.pool.submit(self._handle, request, client_address)
+
+        def _handle(self, request: Any, client_address: Any) -> None:
+            try:
+                self.finish_request(request, client_address)
+            except Exception:  # noqa: BLE001 - what socketserver does with a failed request
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    server = PooledServer(("127.0.0.1", 0), Quiet)
     server.set_app(application)
     import threading
 
@@ -106,6 +126,7 @@ def serve_process() -> None:
     print(server.server_address[1], flush=True)
     sys.stdin.read()
     server.shutdown()
+    server.pool.shutdown(wait=False, cancel_futures=True)
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -436,7 +457,7 @@ def report(result: dict[str, Any]) -> str:
 
     endpoint = "(a) `GET /api/v1/connections/{id}/status/`"
     lines = [
-        f"{result['engine']}, a fresh database. The hub is served by `wsgiref` with a threading mix-in "
+        f"{result['engine']}, a fresh database. The hub is served by `wsgiref` with a pool of {SERVER_THREADS} threads "
         "(`qontohub.wsgi`, `DEBUG=false`, one process) on loopback; webhook events are processed by a django-q2 "
         f"cluster (`manage.py qcluster`, {cluster['workers']} workers, {broker}). The Qonto sandbox (seed {SEED}, "
         f"{TRANSACTIONS:,} transactions, rate limits off) runs in its own process; the clients run in the driver "
