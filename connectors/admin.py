@@ -215,28 +215,7 @@ class SyncRunAdmin(ReadOnlyTenantAdmin):
     list_filter = ["outcome", "trigger", "connection__provider", "organization", ("started_at", admin.DateFieldListFilter)]
     list_select_related = ["organization", "connection"]
     date_hierarchy = "started_at"
-    readonly_fields = [
-        "organization",
-        "connection",
-        "trigger",
-        "full",
-        "streams",
-        "current_stream",
-        "outcome",
-        "read",
-        "created",
-        "updated",
-        "unchanged",
-        "failed",
-        "requests",
-        "retries",
-        "started_at",
-        "finished_at",
-        "duration_ms",
-        "error",
-        "traceback",
-        "events_link",
-    ]
+    readonly_fields = [*SyncRun.REPORT_FIELDS, "traceback", "events_link"]
     fields = readonly_fields
     change_form_template = "admin/connectors/syncrun/change_form.html"
 

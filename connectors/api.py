@@ -45,28 +45,7 @@ class SyncRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SyncRun
-        fields = [
-            "id",
-            "organization",
-            "connection",
-            "provider",
-            "trigger",
-            "full",
-            "streams",
-            "current_stream",
-            "outcome",
-            "read",
-            "created",
-            "updated",
-            "unchanged",
-            "failed",
-            "requests",
-            "retries",
-            "started_at",
-            "finished_at",
-            "duration_ms",
-            "error",
-        ]
+        fields = ["id", *SyncRun.REPORT_FIELDS, "provider"]
 
 
 class SyncEventSerializer(serializers.ModelSerializer):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import models
 from django.db.models import Q
@@ -144,6 +144,28 @@ class SyncCursor(models.Model):
 
 
 class SyncRun(TenantModel):
+    #: What a run reports to support staff, in the admin and the REST API alike.
+    REPORT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "organization",
+        "connection",
+        "trigger",
+        "full",
+        "streams",
+        "current_stream",
+        "outcome",
+        "read",
+        "created",
+        "updated",
+        "unchanged",
+        "failed",
+        "requests",
+        "retries",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "error",
+    )
+
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "Schedule"
         BUTTON = "button", "Button"
