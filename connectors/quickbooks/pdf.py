@@ -32,9 +32,6 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-import facturx
-from fpdf import FPDF
-
 if TYPE_CHECKING:
     from connectors.models import Counterparty, Document
 
@@ -244,6 +241,8 @@ def factur_x_xml(data: BillData) -> bytes:
     The EN 16931 schematron is not run: the factur-x package runs it through an external Saxon
     server, and the hub makes no network call to render a file.
     """
+    import facturx  # lxml, fontTools: imported when a PDF is drawn, not by every process start-up
+
     return facturx.generate_cii_xml(factur_x_fields(data), level=LEVEL, check_schematron=False)
 
 
@@ -276,6 +275,8 @@ def _money(value: Decimal | None, currency: str) -> str:
 
 def draw(data: BillData) -> bytes:
     """A one-page (or longer) A4 rendering of the bill with fpdf2."""
+    from fpdf import FPDF
+
     pdf = FPDF(format="A4")
     pdf.set_title(latin1(f"Invoice {data.number}"))
     pdf.set_author(latin1(data.seller.name))
@@ -362,6 +363,8 @@ def draw(data: BillData) -> bytes:
 
 def render_bill_pdf(data: BillData) -> bytes:
     """The PDF with its Factur-X XML embedded (``factur-x.xml``, relationship Data)."""
+    import facturx
+
     xml = factur_x_xml(data)
     return facturx.generate_from_binary(
         draw(data),

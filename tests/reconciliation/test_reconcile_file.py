@@ -66,3 +66,9 @@ def test_baseline_runs_and_is_no_better(dataset: Path, tmp_path: Path) -> None:
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="does not exist"):
         call_command("reconcile_file", str(tmp_path / "nope.json"), "--output", str(tmp_path / "r.json"))
+
+
+def test_workers_below_one_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="--workers must be 1 or more"):
+        call_command("reconcile_file", str(dataset / "dataset.json"), "--output", str(tmp_path / "r.json"),
+                     "--workers", "0")
