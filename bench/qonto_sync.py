@@ -146,9 +146,9 @@ class _Counted:
 
     @classmethod
     def session(cls, provider: str) -> Any:
-        import requests
+        from connectors.http import new_session
 
-        session = requests.Session()
+        session = new_session()  # the hub's own session class, with a counting request()
         real = session.request
 
         def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:

@@ -42,10 +42,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
+import orjson
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from connectors.base import CursorState, Page, PermanentError, Row, Stream
+from connectors.http import json_body
 from connectors.models import (
     Attachment,
     BankAccount,
@@ -55,7 +57,17 @@ from connectors.models import (
     DocumentLine,
     SyncEvent,
 )
-from connectors.sync import Prepared, PreparedPage, ReadAhead, prepare_records, upsert_rows
+from connectors.sync import (
+    ForkedConverter,
+    Prepared,
+    PreparedPage,
+    ReadAhead,
+    json_text,
+    pipelined,
+    prepare_records,
+    slim_prepared,
+    upsert_rows,
+)
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -74,17 +86,26 @@ CENT = Decimal("0.01")
 
 # --- Value readers: each raises ValueError with words a support person can act on -----------
 def clip(value: Any, length: int) -> str:
+    if type(value) is str:
+        return value if len(value) <= length else value[:length]
     return "" if value is None else str(value)[:length]
 
 
 def parse_timestamp(value: Any, name: str) -> datetime | None:
-    if value in (None, ""):
+    if value is None or value == "":
         return None
-    parsed = parse_datetime(str(value))
+    if type(value) is str:
+        try:
+            # Qonto's timestamps (``2026-01-02T03:04:05.123Z``) are ISO 8601, which Python reads.
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = parse_datetime(value)  # Django's wider grammar, or None
+    else:
+        parsed = parse_datetime(str(value))
     if parsed is None:
         raise ValueError(f"{name} {value!r} is not an ISO 8601 date and time")
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
@@ -121,11 +142,11 @@ def decimal_of(value: Any, name: str) -> Decimal:
 
 def cents_amount(record: Mapping[str, Any], name: str) -> Decimal | None:
     """A banking amount from its exact ``<name>_cents`` twin, else from the JSON number."""
-    cents = record.get(f"{name}_cents")
-    if cents not in (None, ""):
-        if not isinstance(cents, int) or isinstance(cents, bool):
+    cents = record.get(name + "_cents")
+    if cents is not None and cents != "":
+        if type(cents) is not int:
             raise ValueError(f"{name}_cents {cents!r} is not a whole number of cents")
-        return (Decimal(cents) / 100).quantize(CENT)
+        return Decimal(cents).scaleb(-2)  # exact, two places: 1234 → 12.34, 100 → 1.00
     value = record.get(name)
     if value in (None, ""):
         return None
@@ -181,11 +202,12 @@ def capped_high_water(records: list[dict[str, Any]], field: str, started_at: str
     best: tuple[datetime, str] | None = None
     for record in records:
         raw = record.get(field)
-        moment = parse_datetime(raw) if isinstance(raw, str) and raw else None
-        if moment is None:
+        if not isinstance(raw, str) or not raw:
             continue
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, UTC)
+        try:
+            moment = parse_timestamp(raw, field)
+        except ValueError:
+            continue
         if best is None or moment > best[0]:
             best = (moment, raw)
     if best is None:
@@ -231,9 +253,13 @@ def without_urls(value: Any) -> Any:
 def get_json(connector: Connector, path: str, params: Any = None) -> dict[str, Any]:
     """GET a JSON object. Qonto's sandbox answers a login page (HTML, often 200) to a call without
     the right ``X-Qonto-Staging-Token`` (§1): that is a configuration error, said in words."""
-    response = connector.http.request("GET", path, params=params)
+    return checked_json(connector.http.request("GET", path, params=params), path)
+
+
+def checked_json(response: Any, path: str) -> dict[str, Any]:
+    """The JSON object of a Qonto answer, or a PermanentError saying why it is not one."""
     try:
-        body = response.json()
+        body = json_body(response)
     except ValueError:
         kind = response.headers.get("Content-Type", "no content type")
         raise PermanentError(
@@ -262,20 +288,28 @@ def read_pages(
     params_for: Callable[[int], list[tuple[str, str]]],
     page: int,
     prepare: Callable[[list[dict[str, Any]]], Any] | None = None,
+    convert: ForkedConverter[Any] | None = None,
 ) -> Iterator[tuple[int, list[dict[str, Any]], Any]]:
     """``(page number, records, prepared)`` of one list from ``page`` on, following ``meta.next_page``.
 
     As soon as a page has arrived, the next one is requested in the background
     (:class:`connectors.sync.ReadAhead`) and, if ``prepare`` is given, converted there too
     (``prepared`` is what it returned, else None): both happen while the engine writes this page.
-    The engine still saves each page with its cursor before it asks for the next, so a crash
-    resumes after the last saved page. Closing the generator waits for a request in flight.
+    With ``convert`` as well (a :class:`connectors.sync.ForkedConverter` doing ``prepare`` from
+    a page's bytes in a helper process), pages are fetched by :func:`connectors.sync.pipelined`
+    instead, several ahead, and converted on another core. Either way the engine saves each page
+    with its cursor before it takes the next, so a crash resumes after the last saved page.
+    Closing the generator waits for the requests in flight.
     """
 
     def fetch(number: int) -> tuple[dict[str, Any], Any]:
         body = get_json(connector, path, params=params_for(number))
         records = body.get(list_key)
         return body, (prepare(records) if prepare is not None and isinstance(records, list) else None)
+
+    if convert is not None and prepare is not None:
+        yield from _converted_pages(connector, path, list_key, params_for, page, prepare, convert)
+        return
 
     ahead: ReadAhead[tuple[dict[str, Any], Any]] | None = None
     try:
@@ -296,6 +330,64 @@ def read_pages(
     finally:
         if ahead is not None:
             ahead.discard()
+
+
+def tail_meta(content: bytes) -> dict[str, Any] | None:
+    """The ``meta`` object of a list answer that ends with it (``{"<list>": [...], "meta": {...}}``,
+    as Qonto's do), parsed without the list; None when the answer is not of that shape."""
+    at = content.rfind(b'"meta":')
+    end = content.rstrip().rfind(b"}")
+    if at < 0 or end < 0:
+        return None
+    try:
+        meta = orjson.loads(content[at + 7:end])
+    except orjson.JSONDecodeError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _converted_pages(
+    connector: Connector,
+    path: str,
+    list_key: str,
+    params_for: Callable[[int], list[tuple[str, str]]],
+    page: int,
+    prepare: Callable[[list[dict[str, Any]]], Any],
+    convert: ForkedConverter[Any],
+) -> Iterator[tuple[int, list[dict[str, Any]], Any]]:
+    """:func:`read_pages` with the pages fetched by :func:`connectors.sync.pipelined` and
+    converted by ``convert`` (a helper process): the thread reads only each page's ``meta`` and
+    goes on to the next page while the helper parses and converts this one. The records are not
+    yielded (an empty list): the engine saves pages from their prepared rows."""
+
+    def step(number: int) -> tuple[tuple[int, list[dict[str, Any]], Any], int | None]:
+        response = connector.http.request("GET", path, params=params_for(number))
+        content = response.content
+        meta = tail_meta(content)
+        if meta is None:  # not the usual shape: parse it all here (and say what is wrong)
+            body = checked_json(response, path)
+            records = body.get(list_key)
+            if not isinstance(records, list):
+                raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
+            answer = prepare(records)
+            return (number, records, lambda: answer), next_page(body, number)
+
+        def fallback() -> Any:  # the helper could not convert the page: do it here
+            body = checked_json(response, path)
+            records = body.get(list_key)
+            if not isinstance(records, list):
+                raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
+            return prepare(records)
+
+        waiter = convert.submit(content, fallback)
+        # The records themselves are parsed by the helper; the engine reads the prepared rows.
+        return (number, [], waiter), next_page({"meta": meta}, number)
+
+    try:
+        for number, records, waiter in pipelined(connector, page, step):
+            yield number, records, waiter()
+    finally:
+        convert.close()
 
 
 # --- Streams -------------------------------------------------------------------------------
@@ -365,7 +457,8 @@ class BankAccountsStream(Stream):
 
 @dataclass
 class TransactionRow(Row):
-    """A transaction's row, with the receipts embedded in its record (for ``save_related``)."""
+    """A transaction's row, with the receipts embedded in its record (for ``save_related``):
+    each an ``Attachment`` row's values, its raw payload already JSON text."""
 
     receipts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -433,8 +526,15 @@ class TransactionsStream(Stream):
             # In the read-ahead thread: to_row keeps no state and reads no database.
             return prepare_records(connector, self, records), capped_high_water(records, "updated_at", started_at)
 
+        def convert(content: bytes) -> tuple[list[Prepared], str | None]:
+            # In a helper process: the page's records, parsed again there, prepared.
+            records = orjson.loads(content)["transactions"]
+            rows, high_water = prepare(records)
+            return slim_prepared(self, rows), high_water
+
         for page, records, prepared in read_pages(
-            connector, "/v2/transactions", "transactions", params_for, first_page, prepare
+            connector, "/v2/transactions", "transactions", params_for, first_page, prepare,
+            ForkedConverter(convert),
         ):
             rows, high_water = prepared
             yield PreparedPage(
@@ -465,9 +565,15 @@ class TransactionsStream(Stream):
         receipts: list[dict[str, Any]] = []
         attachments = raw.get("attachments")
         if isinstance(attachments, list) and attachments:
-            receipts = [a for a in attachments if isinstance(a, dict) and a.get("id")]
             # In a transaction only the embedded receipts (and their probative copies) carry URLs.
             raw["attachments"] = without_urls(attachments)
+            for item in raw["attachments"]:
+                if isinstance(item, dict) and item.get("id"):
+                    try:
+                        receipt = attachment_row(item, parent=external_id)
+                    except ValueError as exc:
+                        raise ValueError(f"its receipt {item.get('id')}: {exc}") from None
+                    receipts.append({"external_id": receipt.external_id, "raw": json_text(receipt.raw), **receipt.fields})
         if not _URL_KEYS.isdisjoint(raw):
             raw = without_urls(raw)
         return TransactionRow(
@@ -499,7 +605,13 @@ class TransactionsStream(Stream):
         """Receipts' metadata (embedded with ``includes[]=attachments``) into ``Attachment``;
         settled lines of fresh accounts noted for the running-balance check."""
         connection: Connection = connector.connection
-        now = timezone.now()
+        engine_values = {
+            "organization_id": connection.organization_id,
+            "connection_id": connection.pk,
+            "stream": "attachments",
+            "fingerprint": "",
+            "synced_at": timezone.now(),
+        }
         receipts: list[dict[str, Any]] = []
         fresh = self._fresh
         for _, row in saved:
@@ -515,20 +627,8 @@ class TransactionsStream(Stream):
                     row.external_id, fields["settled_at"].astimezone(UTC), fields["amount"], fields["balance_after"],
                     fields["currency"],
                 )
-            for item in getattr(row, "receipts", ()):
-                receipt = attachment_row(item, parent=row.external_id)
-                receipts.append(
-                    {
-                        "organization_id": connection.organization_id,
-                        "connection_id": connection.pk,
-                        "stream": "attachments",
-                        "external_id": receipt.external_id,
-                        "raw": receipt.raw,
-                        "fingerprint": "",
-                        "synced_at": now,
-                        **receipt.fields,
-                    }
-                )
+            for receipt in getattr(row, "receipts", ()):
+                receipts.append({**engine_values, **receipt})
         upsert_rows(
             Attachment,
             receipts,

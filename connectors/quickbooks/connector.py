@@ -53,7 +53,7 @@ from connectors.base import (
     ValidationFailed,
     WebhookCheck,
 )
-from connectors.http import parse_retry_after
+from connectors.http import json_body, parse_retry_after
 from connectors.models import Attachment
 from connectors.quickbooks.mapping import FieldMapping, mapping_for
 from connectors.quickbooks.streams import STREAM_BY_ENTITY, STREAMS
@@ -179,7 +179,7 @@ class QuickBooksConnector(Connector):
             "GET", self.company_url(path), params={**(params or {}), "minorversion": MINOR_VERSION}
         )
         try:
-            body = response.json()
+            body = json_body(response)
         except ValueError:
             raise TransientError(
                 f"QuickBooks answered {path} with a body that is not JSON", status=response.status_code

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+import os
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection as db_connection
@@ -265,3 +272,125 @@ def test_two_workers_racing_for_the_lease_get_one_run_each_way(org_a, monkeypatc
     assert sorted(outcomes) == [SyncRun.Outcome.SKIPPED, SyncRun.Outcome.SUCCEEDED]
     assert RemoteRecord.objects.count() == 6
     assert db_connection.vendor == "postgresql"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [1, 2.5, -0.0, "é\u2028\x1f\"\\/"], "n": None, "t": True},
+        {"amount": Decimal("1.10"), "at": datetime(2026, 1, 2, 3, 4, 5, 120, tzinfo=UTC), "day": date(2026, 1, 2)},
+        {"at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=ZoneInfo("Europe/Paris")), "naive": datetime(2026, 1, 2)},
+        {"big": 2**70, "nested": {"z": [{"y": 1, "x": 2}]}},
+        {1: "int keys", 2: "are the standard library's job"},
+        {"lone": "\ud800"},
+    ],
+)
+def test_canonical_json_is_what_the_standard_library_writes(value):
+    # Fingerprints stored by an earlier version (json.dumps) stay valid: no mass rewrite on upgrade.
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=sync._canonical_default)
+    assert sync.canonical_json(value) == expected
+
+
+def _double(content: bytes) -> list[int]:
+    return [2 * int(part) for part in content.split(b",")]
+
+
+def test_a_forked_converter_converts_in_another_process_and_says_the_same():
+    pids: list[int] = []
+    converter = sync.ForkedConverter(lambda content: (os.getpid(), _double(content)))
+    try:
+        for content in (b"1,2", b"3,4", b"5"):
+            answer = converter.submit(content, lambda c=content: (os.getpid(), _double(c)))()
+            pids.append(answer[0])
+            assert answer[1] == _double(content)
+    finally:
+        converter.close()
+    # The first page is converted here (a one-page read is not worth a process), the rest there.
+    assert pids[0] == os.getpid() and pids[1] == pids[2] != os.getpid()
+
+
+def test_a_forked_converter_that_fails_hands_the_page_back_and_is_not_used_again():
+    calls: list[str] = []
+
+    def convert(content: bytes) -> list[int]:
+        raise ValueError("not a number list")
+
+    def fallback() -> list[int]:
+        calls.append("fallback")
+        return [0]
+
+    converter = sync.ForkedConverter(convert)
+    try:
+        assert converter.submit(b"x", fallback)() == [0]  # first page: here
+        assert converter.submit(b"y", fallback)() == [0]  # the helper failed: done here again
+        assert converter.broken
+        assert converter.submit(b"z", fallback)() == [0]
+    finally:
+        converter.close()
+    assert calls == ["fallback"] * 3
+
+
+def test_the_forked_converter_is_off_when_the_setting_says_so(settings):
+    settings.SYNC_CONVERT_IN_PROCESS = False
+    converter = sync.ForkedConverter(lambda content: os.getpid())
+    assert [converter.submit(b"", os.getpid)() for _ in range(3)] == [os.getpid()] * 3
+    assert converter.executor is None
+
+
+def _connector(refresh_hook=None):  # type: ignore[no-untyped-def]
+    return SimpleNamespace(http=SimpleNamespace(refresh_hook=refresh_hook))
+
+
+def test_pipelined_pages_come_in_order_and_stop_at_the_last():
+    def step(page: int) -> tuple[str, int | None]:
+        return f"page {page}", (page + 1 if page < 7 else None)
+
+    assert list(sync.pipelined(_connector(), 1, step, depth=2)) == [f"page {n}" for n in range(1, 8)]
+
+
+def test_a_pipelined_error_surfaces_in_the_consumer_after_the_pages_before_it():
+    def step(page: int) -> tuple[int, int]:
+        if page == 3:
+            raise TimeoutError("the provider did not answer page 3")
+        return page, page + 1
+
+    got: list[int] = []
+    with pytest.raises(TimeoutError, match="page 3"):
+        for item in sync.pipelined(_connector(), 1, step):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_pipelined_page_that_needs_a_token_refresh_is_fetched_in_the_callers_thread():
+    refreshed_in: list[str] = []
+    token = {"expired_at_page": 2}
+
+    def refresh() -> bool:
+        refreshed_in.append(threading.current_thread().name)
+        token.clear()
+        return True
+
+    connector = _connector(refresh)
+
+    def step(page: int) -> tuple[int, int | None]:
+        if token.get("expired_at_page") == page:
+            connector.http.refresh_hook()  # what HttpClient does on a 401
+        return page, (page + 1 if page < 4 else None)
+
+    assert list(sync.pipelined(connector, 1, step)) == [1, 2, 3, 4]
+    assert refreshed_in == [threading.current_thread().name]
+
+
+def test_closing_a_pipeline_early_stops_its_thread():
+    started: list[int] = []
+
+    def step(page: int) -> tuple[int, int]:
+        started.append(page)
+        return page, page + 1  # endless
+
+    pages = sync.pipelined(_connector(), 1, step, depth=2)
+    assert next(pages) == 1
+    pages.close()
+    count = len(started)
+    time.sleep(0.3)
+    assert len(started) == count and count <= 5

@@ -3,6 +3,7 @@ the running-balance check of a first sync done from memory, and pages committed 
 
 from __future__ import annotations
 
+import os
 import threading
 from decimal import Decimal
 from types import SimpleNamespace
@@ -59,12 +60,15 @@ def test_errors_of_a_page_read_ahead_surface_when_the_engine_asks_for_it():
     ahead.discard()  # harmless after the result
 
 
-def test_transactions_are_converted_ahead_and_their_receipts_saved(api, conn):
-    seen: list[str] = []
+@pytest.mark.parametrize("helper", [True, False], ids=["helper-process", "in-process"])
+def test_transactions_are_converted_ahead_and_their_receipts_saved(api, conn, settings, tmp_path, helper):
+    settings.SYNC_CONVERT_IN_PROCESS = helper
+    where = tmp_path / "converted-by"  # a file: the helper process's memory is not ours
     real = qonto_streams.prepare_records
 
     def watch(connector, stream, records):  # type: ignore[no-untyped-def]
-        seen.append(threading.current_thread().name)
+        with where.open("a") as out:
+            out.write(f"{os.getpid()} {threading.current_thread().name}\n")
         return real(connector, stream, records)
 
     qonto_streams.prepare_records = watch
@@ -73,8 +77,16 @@ def test_transactions_are_converted_ahead_and_their_receipts_saved(api, conn):
     finally:
         qonto_streams.prepare_records = real
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
-    # The first page of each account is read in the sync's thread, the following ones ahead.
-    assert any(name.startswith("sync-read-ahead") for name in seen)
+    seen = [line.split(" ", 1) for line in where.read_text().splitlines()]
+    ours = str(os.getpid())
+    # Pages are fetched ahead by a pipeline thread; the first page of each account is converted
+    # there, the following ones in a helper process when it is on (else there too).
+    assert any(pid == ours and name.startswith("sync-pipeline") for pid, name in seen)
+    assert threading.current_thread().name not in {name for _, name in seen}
+    if helper:
+        assert any(pid != ours for pid, _ in seen)
+    else:
+        assert all(pid == ours for pid, _ in seen)
     assert BankTransaction.objects.filter(connection=conn).count() == api.count_transactions()
     embedded = {str(a) for account in api.accounts for t in api.transactions_of(account) for a in t["attachment_ids"]}
     stored = Attachment.objects.filter(connection=conn, stream="attachments")
