@@ -44,13 +44,12 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from django.apps import apps
@@ -153,55 +152,6 @@ class _NeedsCallerThread(Exception):
 
 
 _read_ahead_local = threading.local()
-_read_ahead_pool: tuple[int, ThreadPoolExecutor] | None = None
-_read_ahead_lock = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The process's read-ahead threads (made again in a forked child: threads do not survive a fork)."""
-    global _read_ahead_pool
-    with _read_ahead_lock:
-        if _read_ahead_pool is None or _read_ahead_pool[0] != os.getpid():
-            _read_ahead_pool = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="sync-read-ahead"))
-        return _read_ahead_pool[1]
-
-
-class ReadAhead(Generic[T]):
-    """An HTTP call started in a background thread; :meth:`result` waits for it.
-
-    Streams use it to request page N+1 while the engine writes page N (the engine saves page N
-    and its cursor in one transaction before it asks for page N+1, so a crash still resumes after
-    the last saved page). The call must only talk HTTP through the connector's client: it runs
-    outside the sync's thread, hence outside its database connection and transaction. A 401 that
-    calls for a token refresh (which writes to the database) is not handled there: the call is
-    made again in the caller's thread, where the client's one refresh-and-retry runs as usual.
-    """
-
-    def __init__(self, connector: Any, call: Callable[[], T]) -> None:
-        self.call = call
-        _guard_refresh_hook(connector)
-        self.future: Future[T] = _pool().submit(self._run)
-
-    def _run(self) -> T:
-        _read_ahead_local.active = True
-        try:
-            return self.call()
-        finally:
-            _read_ahead_local.active = False
-
-    def result(self) -> T:
-        try:
-            return self.future.result()
-        except _NeedsCallerThread:
-            return self.call()
-
-    def discard(self) -> None:
-        """Drop the result: cancel the call if it has not started, else wait for it to end."""
-        if not self.future.cancel():
-            try:
-                self.future.result()
-            except BaseException:  # noqa: BLE001, S110 - nobody wants this page any more
-                pass
 
 
 def pipelined(
@@ -209,13 +159,18 @@ def pipelined(
 ) -> Iterator[T]:
     """The items of a paged read, each fetched in a background thread up to ``depth`` ahead.
 
-    ``step(position)`` fetches one page and returns ``(item, next position or None)``. Unlike
-    :class:`ReadAhead` (one page ahead, started by the consumer), the thread goes on to the next
-    page as soon as it knows it, so requests follow each other while the engine writes and a
-    helper process converts (see :class:`ForkedConverter`). The same rules hold: the thread only
-    talks HTTP through the connector's client, and a page whose request needs a token refresh is
-    fetched again in the caller's thread, after which the thread resumes. Closing the generator
-    stops the thread and waits for it.
+    ``step(position)`` fetches one page (and may convert it: :func:`prepare_records`) and returns
+    ``(item, next position or None)``. The thread goes on to the next page as soon as it knows
+    it, so requests follow each other while the engine writes the pages before: with one page
+    read ahead only, each request waited for the write of the page before it. The engine still
+    saves each page with its cursor before it takes the next, so a crash resumes after the last
+    saved page.
+
+    The thread runs outside the sync's database connection and transaction: ``step`` must only
+    talk HTTP through the connector's client and convert. A 401 that calls for a token refresh
+    (which writes to the database) is not handled there: that page is fetched again in the
+    caller's thread, where the client's one refresh-and-retry runs as usual, and the thread
+    resumes after it. Closing the generator stops the thread and waits for its request in flight.
     """
     _guard_refresh_hook(connector)
     results: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=depth)
@@ -287,115 +242,6 @@ def _guard_refresh_hook(connector: Any) -> None:
 
     refresh_in_caller_thread._caller_thread_only = True  # type: ignore[attr-defined]
     connector.http.refresh_hook = refresh_in_caller_thread
-
-
-# --- Converting in a helper process ---------------------------------------------------------
-R = TypeVar("R")
-
-#: Converters a helper process was forked with, by token (the child finds its function here).
-_fork_targets: dict[int, Callable[[bytes], Any]] = {}
-_fork_tokens = iter(range(1, 1 << 62))
-
-
-def _run_fork_target(token: int, content: bytes) -> Any:
-    """In the helper process: the converter's answer, or ``_FAILED`` if it raised (the parent
-    then converts the page itself, so the error it reports is the real one, in its own words)."""
-    try:
-        return _fork_targets[token](content)
-    except Exception:  # noqa: BLE001 - reported by the parent, which converts again
-        return _FAILED
-
-
-_FAILED = "__qontohub_convert_failed__"
-
-
-class ForkedConverter(Generic[R]):
-    """Runs ``convert(page bytes)`` in a helper process forked for one paged read.
-
-    A first sync is CPU-bound in Python: turning each page's records into rows (``to_row``,
-    canonical JSON, fingerprints) took as long as writing them, and threads share one
-    interpreter lock. :meth:`submit` hands a page's bytes to a helper process, forked when a read
-    turns out to have a second page (a one-page read is not worth a process), so the conversion
-    runs on another core while the engine writes and the next page is fetched.
-
-    ``convert`` must be pure: no database (the helper shares the parent's connection socket and
-    must never use it) and no state another page needs. Its answer travels back pickled, so it
-    should leave out what the engine does not read (see :func:`slim_prepared`). If the helper
-    cannot answer — the converter raised, the process died, the answer would not pickle — the
-    page is converted by the caller's ``fallback`` in the calling thread, as without a helper,
-    and the helper is not used again. ``SYNC_CONVERT_IN_PROCESS = False`` turns it off.
-    """
-
-    def __init__(self, convert: Callable[[bytes], R]) -> None:
-        self.convert = convert
-        self.calls = 0
-        self.token: int | None = None
-        self.executor: Any = None
-        self.broken = not (getattr(settings, "SYNC_CONVERT_IN_PROCESS", True) and hasattr(os, "fork"))
-
-    def submit(self, content: bytes, fallback: Callable[[], R]) -> Callable[[], R]:
-        """Start converting ``content``; the returned function waits for the answer."""
-        self.calls += 1
-        if self.broken or self.calls == 1:
-            answer = fallback()
-            return lambda: answer
-        try:
-            if self.executor is None:
-                self._start()
-            future = self.executor.submit(_run_fork_target, self.token, content)
-        except Exception:  # noqa: BLE001 - the helper is an optimisation: carry on without it
-            return self._give_up(fallback)
-
-        def wait() -> R:
-            try:
-                answer = future.result()
-            except Exception:  # noqa: BLE001
-                return self._give_up(fallback)()
-            if isinstance(answer, str) and answer == _FAILED:
-                return self._give_up(fallback, log=False)()
-            return answer
-
-        return wait
-
-    def _give_up(self, fallback: Callable[[], R], log: bool = True) -> Callable[[], R]:
-        if log:
-            logger.warning("page conversion in a helper process failed; converting in the sync's own process",
-                           exc_info=True)
-        self.broken = True
-        answer = fallback()
-        return lambda: answer
-
-    def _start(self) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.token = next(_fork_tokens)
-        _fork_targets[self.token] = self.convert
-        # The helper is forked from this moment's memory: it finds the converter by its token.
-        self.executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
-            self.executor = None
-        if self.token is not None:
-            _fork_targets.pop(self.token, None)
-
-
-def slim_prepared(stream: Stream, prepared: list[Prepared]) -> list[Prepared]:
-    """``prepared`` without what the engine does not read after conversion, for the trip back
-    from a helper process: the source record of a row that converted (it is only reported when
-    conversion fails) and, for streams whose ``save_related`` needs no model instances, the
-    row's raw payload (its canonical JSON text is what gets written)."""
-    keep_raw = getattr(stream, "related_needs_instances", True) and getattr(stream, "save_related", None) is not None
-    slim: list[Prepared] = []
-    for record, row, raw_json, digest, error in prepared:
-        if error is None and row is not None:
-            if not keep_raw:
-                row.raw = {}
-            record = None
-        slim.append((record, row, raw_json, digest, error))
-    return slim
 
 
 # --- The run ---------------------------------------------------------------------------------
@@ -639,7 +485,7 @@ def _sync_stream(connector: Any, stream: Stream, run: SyncRun, owner: str, *, fu
         batch.commit_after_failure()
         raise
     finally:
-        # A stream reading ahead (see read_ahead) waits here for its request in flight, so
+        # A stream reading ahead (see pipelined) waits here for its request in flight, so
         # nothing of this run is still talking to the provider once the stream has ended.
         close = getattr(pages, "close", None)
         if close is not None:
@@ -794,7 +640,7 @@ Prepared = tuple[Any, Row | None, str, str, Exception | None]
 @dataclass
 class PreparedPage(Page):
     """A page whose records the stream already converted with :func:`prepare_records` — in its
-    read-ahead thread, while the engine was writing the page before."""
+    reading thread (:func:`pipelined`), while the engine was writing the pages before."""
 
     prepared: list[Prepared] | None = None
 
@@ -803,7 +649,7 @@ def prepare_records(connector: Any, stream: Stream, records: Iterable[Any]) -> l
     """The part of saving a page that needs no database: ``to_row``, its checks, the canonical
     JSON of the raw payload (serialised once: it is both hashed and stored) and the fingerprint.
 
-    A stream may run it in a read-ahead thread (:class:`ReadAhead`) and yield a
+    A stream may run it in its reading thread (:func:`pipelined`) and yield a
     :class:`PreparedPage`, provided its ``to_row`` reads no database and keeps no state another
     thread uses; a record that fails is recorded by the engine, in its own thread.
     """
@@ -969,6 +815,8 @@ class _Table:
         self.adapters = [self._adapter(f) for f in ordered]
         self._layouts: dict[tuple[tuple[str, ...], bool], _Layout] = {}
         self._sql: dict[tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
+        self._multi_sql: dict[tuple[str, int], str] = {}
+        self._variables: int | None = None
 
     # -- values ------------------------------------------------------------------------------
     def _adapter(self, field: models.Field) -> Callable[[Any], Any] | None:
@@ -1114,7 +962,46 @@ class _Table:
                 for statement in steps[1:]:
                     cursor.execute(statement)
             else:
-                cursor.executemany(statements[0], params)
+                self._insert_rows(cursor, statements[0], params)
+
+    def _insert_rows(self, cursor: Any, statement: str, params: list[list[Any]]) -> None:
+        """Rows in multi-row ``INSERT … VALUES (…), (…) ON CONFLICT …`` statements on SQLite.
+
+        ``executemany`` steps SQLite once per row, releasing and taking back the interpreter lock
+        each time: with the read-ahead thread busy, a first sync waited for the lock between rows
+        about as long as it spent writing them. One statement per batch of rows steps once.
+        """
+        if self.vendor != "sqlite" or len(params) == 1:
+            cursor.executemany(statement, params)
+            return
+        per_statement = max(1, self._max_variables() // len(params[0]))
+        head, values, tail = self._split_values(statement)
+        for start in range(0, len(params), per_statement):
+            chunk = params[start:start + per_statement]
+            key = (statement, len(chunk))
+            sql = self._multi_sql.get(key)
+            if sql is None:
+                sql = self._multi_sql[key] = f"{head}{', '.join([values] * len(chunk))}{tail}"
+            cursor.execute(sql, [value for row in chunk for value in row])
+
+    def _max_variables(self) -> int:
+        """How many parameters one SQLite statement may take (999 where the driver cannot say)."""
+        if self._variables is None:
+            limit = 999
+            getlimit = getattr(getattr(self.db, "connection", None), "getlimit", None)
+            if getlimit is not None:
+                import sqlite3
+
+                limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._variables = min(limit, 32766)
+        return self._variables
+
+    @staticmethod
+    def _split_values(statement: str) -> tuple[str, str, str]:
+        """``INSERT … VALUES `` / ``(%s, …)`` / `` ON CONFLICT …`` of a one-row statement."""
+        head, rest = statement.split(" VALUES ", 1)
+        values, tail = rest.split(")", 1)
+        return head + " VALUES ", values + ")", tail
 
     def _statements(self, order: Sequence[int], update_fields: Sequence[str], unique_fields: Sequence[str]) -> tuple[str, ...]:
         quote = self.db.ops.quote_name

@@ -308,9 +308,6 @@ HTTP_TIMEOUT = (float(os.environ.get("HTTP_CONNECT_TIMEOUT", "5")), float(os.env
 HTTP_MAX_RETRIES = int(os.environ.get("HTTP_MAX_RETRIES", "4"))
 HTTP_BACKOFF_BASE = float(os.environ.get("HTTP_BACKOFF_BASE", "0.5"))
 HTTP_BACKOFF_CAP = float(os.environ.get("HTTP_BACKOFF_CAP", "30"))
-# A long paged read converts its pages (JSON → rows) in a helper process forked for it, on
-# another core, while the sync writes (connectors.sync.ForkedConverter); "false" keeps it in-process.
-SYNC_CONVERT_IN_PROCESS = env_bool("SYNC_CONVERT_IN_PROCESS", True)
 
 # --- After a sync -------------------------------------------------------------------------
 # Tasks (dotted paths) that connectors enqueue after a sync that brought new or changed records,

@@ -38,11 +38,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
-import orjson
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -58,14 +56,11 @@ from connectors.models import (
     SyncEvent,
 )
 from connectors.sync import (
-    ForkedConverter,
     Prepared,
     PreparedPage,
-    ReadAhead,
     json_text,
     pipelined,
     prepare_records,
-    slim_prepared,
     upsert_rows,
 )
 
@@ -253,11 +248,7 @@ def without_urls(value: Any) -> Any:
 def get_json(connector: Connector, path: str, params: Any = None) -> dict[str, Any]:
     """GET a JSON object. Qonto's sandbox answers a login page (HTML, often 200) to a call without
     the right ``X-Qonto-Staging-Token`` (§1): that is a configuration error, said in words."""
-    return checked_json(connector.http.request("GET", path, params=params), path)
-
-
-def checked_json(response: Any, path: str) -> dict[str, Any]:
-    """The JSON object of a Qonto answer, or a PermanentError saying why it is not one."""
+    response = connector.http.request("GET", path, params=params)
     try:
         body = json_body(response)
     except ValueError:
@@ -288,106 +279,25 @@ def read_pages(
     params_for: Callable[[int], list[tuple[str, str]]],
     page: int,
     prepare: Callable[[list[dict[str, Any]]], Any] | None = None,
-    convert: ForkedConverter[Any] | None = None,
 ) -> Iterator[tuple[int, list[dict[str, Any]], Any]]:
     """``(page number, records, prepared)`` of one list from ``page`` on, following ``meta.next_page``.
 
-    As soon as a page has arrived, the next one is requested in the background
-    (:class:`connectors.sync.ReadAhead`) and, if ``prepare`` is given, converted there too
-    (``prepared`` is what it returned, else None): both happen while the engine writes this page.
-    With ``convert`` as well (a :class:`connectors.sync.ForkedConverter` doing ``prepare`` from
-    a page's bytes in a helper process), pages are fetched by :func:`connectors.sync.pipelined`
-    instead, several ahead, and converted on another core. Either way the engine saves each page
-    with its cursor before it takes the next, so a crash resumes after the last saved page.
-    Closing the generator waits for the requests in flight.
+    Pages are requested one after the other by a thread (:func:`connectors.sync.pipelined`), a
+    few ahead of the engine, and converted there by ``prepare`` if it is given (``prepared`` is
+    what it returned, else None), while the engine writes the pages before. The engine still
+    saves each page with its cursor before it takes the next, so a crash resumes after the last
+    saved page. Closing the generator waits for the request in flight.
     """
 
-    def fetch(number: int) -> tuple[dict[str, Any], Any]:
+    def step(number: int) -> tuple[tuple[int, list[dict[str, Any]], Any], int | None]:
         body = get_json(connector, path, params=params_for(number))
         records = body.get(list_key)
-        return body, (prepare(records) if prepare is not None and isinstance(records, list) else None)
+        if not isinstance(records, list):
+            raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
+        prepared = prepare(records) if prepare is not None else None
+        return (number, records, prepared), next_page(body, number)
 
-    if convert is not None and prepare is not None:
-        yield from _converted_pages(connector, path, list_key, params_for, page, prepare, convert)
-        return
-
-    ahead: ReadAhead[tuple[dict[str, Any], Any]] | None = None
-    try:
-        body, prepared = fetch(page)
-        while True:
-            records = body.get(list_key)
-            if not isinstance(records, list):
-                raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
-            following = next_page(body, page)
-            if following is not None:
-                ahead = ReadAhead(connector, partial(fetch, following))
-            yield page, records, prepared
-            if ahead is None or following is None:
-                return
-            body, prepared = ahead.result()
-            ahead = None
-            page = following
-    finally:
-        if ahead is not None:
-            ahead.discard()
-
-
-def tail_meta(content: bytes) -> dict[str, Any] | None:
-    """The ``meta`` object of a list answer that ends with it (``{"<list>": [...], "meta": {...}}``,
-    as Qonto's do), parsed without the list; None when the answer is not of that shape."""
-    at = content.rfind(b'"meta":')
-    end = content.rstrip().rfind(b"}")
-    if at < 0 or end < 0:
-        return None
-    try:
-        meta = orjson.loads(content[at + 7:end])
-    except orjson.JSONDecodeError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _converted_pages(
-    connector: Connector,
-    path: str,
-    list_key: str,
-    params_for: Callable[[int], list[tuple[str, str]]],
-    page: int,
-    prepare: Callable[[list[dict[str, Any]]], Any],
-    convert: ForkedConverter[Any],
-) -> Iterator[tuple[int, list[dict[str, Any]], Any]]:
-    """:func:`read_pages` with the pages fetched by :func:`connectors.sync.pipelined` and
-    converted by ``convert`` (a helper process): the thread reads only each page's ``meta`` and
-    goes on to the next page while the helper parses and converts this one. The records are not
-    yielded (an empty list): the engine saves pages from their prepared rows."""
-
-    def step(number: int) -> tuple[tuple[int, list[dict[str, Any]], Any], int | None]:
-        response = connector.http.request("GET", path, params=params_for(number))
-        content = response.content
-        meta = tail_meta(content)
-        if meta is None:  # not the usual shape: parse it all here (and say what is wrong)
-            body = checked_json(response, path)
-            records = body.get(list_key)
-            if not isinstance(records, list):
-                raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
-            answer = prepare(records)
-            return (number, records, lambda: answer), next_page(body, number)
-
-        def fallback() -> Any:  # the helper could not convert the page: do it here
-            body = checked_json(response, path)
-            records = body.get(list_key)
-            if not isinstance(records, list):
-                raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
-            return prepare(records)
-
-        waiter = convert.submit(content, fallback)
-        # The records themselves are parsed by the helper; the engine reads the prepared rows.
-        return (number, [], waiter), next_page({"meta": meta}, number)
-
-    try:
-        for number, records, waiter in pipelined(connector, page, step):
-            yield number, records, waiter()
-    finally:
-        convert.close()
+    yield from pipelined(connector, page, step)
 
 
 # --- Streams -------------------------------------------------------------------------------
@@ -523,18 +433,11 @@ class TransactionsStream(Stream):
             return params
 
         def prepare(records: list[dict[str, Any]]) -> tuple[list[Prepared], str | None]:
-            # In the read-ahead thread: to_row keeps no state and reads no database.
+            # In the reading thread: to_row keeps no state and reads no database.
             return prepare_records(connector, self, records), capped_high_water(records, "updated_at", started_at)
 
-        def convert(content: bytes) -> tuple[list[Prepared], str | None]:
-            # In a helper process: the page's records, parsed again there, prepared.
-            records = orjson.loads(content)["transactions"]
-            rows, high_water = prepare(records)
-            return slim_prepared(self, rows), high_water
-
         for page, records, prepared in read_pages(
-            connector, "/v2/transactions", "transactions", params_for, first_page, prepare,
-            ForkedConverter(convert),
+            connector, "/v2/transactions", "transactions", params_for, first_page, prepare
         ):
             rows, high_water = prepared
             yield PreparedPage(

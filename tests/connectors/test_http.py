@@ -7,7 +7,6 @@ import requests
 import responses
 
 from connectors import http
-from connectors.qonto.streams import tail_meta
 
 
 @responses.activate
@@ -39,11 +38,3 @@ def test_the_hub_session_reads_the_proxy_environment_once_per_host(monkeypatch):
     # Explicit proxies are never cached.
     given = session.merge_environment_settings("https://api.test/a", {"https": "http://given:1"}, None, None, None)
     assert given["proxies"]["https"] == "http://given:1"
-
-
-def test_tail_meta_reads_the_meta_of_a_list_answer_without_its_list():
-    body = b'{"transactions":[{"label":"\\"meta\\": {}"}],"meta":{"current_page":2,"next_page":3}}\n'
-    assert tail_meta(body) == {"current_page": 2, "next_page": 3}
-    # Another shape: nothing guessed, the caller parses the whole answer.
-    assert tail_meta(b'{"meta":{"next_page":3},"transactions":[]}') is None
-    assert tail_meta(b"<html></html>") is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -229,6 +228,26 @@ def test_upsert_keeps_one_row_per_natural_key_per_connection(conn, org_a):
     assert RemoteRecord.objects.filter(connection=conn).count() == 2
 
 
+@pytest.mark.parametrize("variables", [None, 30])
+def test_upsert_rows_in_several_statements_inserts_and_updates_every_row(conn, monkeypatch, variables):
+    if variables is not None:  # a driver allowing few parameters: many small multi-row statements
+        monkeypatch.setattr(sync._Table, "_max_variables", lambda self: variables)
+
+    def batch(label: str, ids: range) -> list[dict]:
+        return [
+            {"organization_id": conn.organization_id, "connection_id": conn.pk, "stream": "toy",
+             "external_id": str(n), "raw": {"label": f"{label} {n}", "n": n}, "fingerprint": label}
+            for n in ids
+        ]
+
+    sync.upsert_rows(RemoteRecord, batch("first", range(250)), update_fields=["raw", "fingerprint"])
+    sync.upsert_rows(RemoteRecord, batch("second", range(200, 300)), update_fields=["raw", "fingerprint"])
+    stored = {r.external_id: r for r in RemoteRecord.objects.filter(connection=conn)}
+    assert len(stored) == 300
+    assert stored["0"].raw == {"label": "first 0", "n": 0} and stored["0"].fingerprint == "first"
+    assert stored["220"].raw == {"label": "second 220", "n": 220} and stored["299"].fingerprint == "second"
+
+
 def test_fingerprint_is_canonical():
     a = toy.Row(external_id="1", fields={"x": 1}, raw={"b": 1, "a": [1, 2]})
     b = toy.Row(external_id="1", fields={"x": 1}, raw={"a": [1, 2], "b": 1})
@@ -289,52 +308,6 @@ def test_canonical_json_is_what_the_standard_library_writes(value):
     # Fingerprints stored by an earlier version (json.dumps) stay valid: no mass rewrite on upgrade.
     expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=sync._canonical_default)
     assert sync.canonical_json(value) == expected
-
-
-def _double(content: bytes) -> list[int]:
-    return [2 * int(part) for part in content.split(b",")]
-
-
-def test_a_forked_converter_converts_in_another_process_and_says_the_same():
-    pids: list[int] = []
-    converter = sync.ForkedConverter(lambda content: (os.getpid(), _double(content)))
-    try:
-        for content in (b"1,2", b"3,4", b"5"):
-            answer = converter.submit(content, lambda c=content: (os.getpid(), _double(c)))()
-            pids.append(answer[0])
-            assert answer[1] == _double(content)
-    finally:
-        converter.close()
-    # The first page is converted here (a one-page read is not worth a process), the rest there.
-    assert pids[0] == os.getpid() and pids[1] == pids[2] != os.getpid()
-
-
-def test_a_forked_converter_that_fails_hands_the_page_back_and_is_not_used_again():
-    calls: list[str] = []
-
-    def convert(content: bytes) -> list[int]:
-        raise ValueError("not a number list")
-
-    def fallback() -> list[int]:
-        calls.append("fallback")
-        return [0]
-
-    converter = sync.ForkedConverter(convert)
-    try:
-        assert converter.submit(b"x", fallback)() == [0]  # first page: here
-        assert converter.submit(b"y", fallback)() == [0]  # the helper failed: done here again
-        assert converter.broken
-        assert converter.submit(b"z", fallback)() == [0]
-    finally:
-        converter.close()
-    assert calls == ["fallback"] * 3
-
-
-def test_the_forked_converter_is_off_when_the_setting_says_so(settings):
-    settings.SYNC_CONVERT_IN_PROCESS = False
-    converter = sync.ForkedConverter(lambda content: os.getpid())
-    assert [converter.submit(b"", os.getpid)() for _ in range(3)] == [os.getpid()] * 3
-    assert converter.executor is None
 
 
 def _connector(refresh_hook=None):  # type: ignore[no-untyped-def]

@@ -3,10 +3,8 @@ the running-balance check of a first sync done from memory, and pages committed 
 
 from __future__ import annotations
 
-import os
 import threading
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from connectors import sync
 from connectors.models import Attachment, BankTransaction, SyncEvent, SyncRun
 from connectors.qonto import streams as qonto_streams
-from connectors.sync import ReadAhead, sync_connection
+from connectors.sync import sync_connection
 from tests.connectors.qonto.test_connector import SMALL, api_key_connection
 
 
@@ -28,47 +26,12 @@ def conn(api, org_a):  # type: ignore[no-untyped-def]
     return api_key_connection(api, org_a)
 
 
-def test_a_refresh_needed_in_the_read_ahead_thread_runs_in_the_callers_thread():
-    threads: list[str] = []
-
-    def refresh() -> bool:
-        threads.append(threading.current_thread().name)
-        return True
-
-    connector = SimpleNamespace(http=SimpleNamespace(refresh_hook=refresh))
-
-    def call() -> str:
-        # What HttpClient.request does on a 401: call the hook, then retry.
-        connector.http.refresh_hook()
-        return "page"
-
-    assert ReadAhead(connector, call).result() == "page"
-    assert threads == [threading.current_thread().name]
-    # The guard is installed once, however many pages are read ahead.
-    guard = connector.http.refresh_hook
-    ReadAhead(connector, lambda: "page").result()
-    assert connector.http.refresh_hook is guard
-
-
-def test_errors_of_a_page_read_ahead_surface_when_the_engine_asks_for_it():
-    def call() -> None:
-        raise ValueError("boom")
-
-    ahead = ReadAhead(SimpleNamespace(http=SimpleNamespace(refresh_hook=None)), call)
-    with pytest.raises(ValueError, match="boom"):
-        ahead.result()
-    ahead.discard()  # harmless after the result
-
-
-@pytest.mark.parametrize("helper", [True, False], ids=["helper-process", "in-process"])
-def test_transactions_are_converted_ahead_and_their_receipts_saved(api, conn, settings, tmp_path, helper):
-    settings.SYNC_CONVERT_IN_PROCESS = helper
-    where = tmp_path / "converted-by"  # a file: the helper process's memory is not ours
+def test_transactions_are_converted_ahead_and_their_receipts_saved(api, conn):
+    seen: list[str] = []
     real = qonto_streams.prepare_records
 
     def watch(connector, stream, records):  # type: ignore[no-untyped-def]
-        with where.open("a") as out:
-            out.write(f"{os.getpid()} {threading.current_thread().name}\n")
+        seen.append(threading.current_thread().name)
         return real(connector, stream, records)
 
     qonto_streams.prepare_records = watch
@@ -77,16 +40,8 @@ def test_transactions_are_converted_ahead_and_their_receipts_saved(api, conn, se
     finally:
         qonto_streams.prepare_records = real
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
-    seen = [line.split(" ", 1) for line in where.read_text().splitlines()]
-    ours = str(os.getpid())
-    # Pages are fetched ahead by a pipeline thread; the first page of each account is converted
-    # there, the following ones in a helper process when it is on (else there too).
-    assert any(pid == ours and name.startswith("sync-pipeline") for pid, name in seen)
-    assert threading.current_thread().name not in {name for _, name in seen}
-    if helper:
-        assert any(pid != ours for pid, _ in seen)
-    else:
-        assert all(pid == ours for pid, _ in seen)
+    # Pages are read and converted by the pipeline thread, never in the sync's own thread.
+    assert seen and all(name.startswith("sync-pipeline") for name in seen)
     assert BankTransaction.objects.filter(connection=conn).count() == api.count_transactions()
     embedded = {str(a) for account in api.accounts for t in api.transactions_of(account) for a in t["attachment_ids"]}
     stored = Attachment.objects.filter(connection=conn, stream="attachments")
