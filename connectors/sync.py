@@ -39,6 +39,7 @@ import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 import traceback
@@ -981,8 +982,11 @@ class _Table:
             key = (statement, len(chunk))
             sql = self._multi_sql.get(key)
             if sql is None:
-                sql = self._multi_sql[key] = f"{head}{', '.join([values] * len(chunk))}{tail}"
-            cursor.execute(sql, [value for row in chunk for value in row])
+                # In the driver's own placeholder style: Django's SQLite cursor would rewrite
+                # every statement's thousands of %s with a regular expression at each call.
+                sql = f"{head}{', '.join([values] * len(chunk))}{tail}".replace("%s", "?")
+                self._multi_sql[key] = sql
+            sqlite3.Cursor.execute(cursor.cursor, sql, [value for row in chunk for value in row])
 
     def _max_variables(self) -> int:
         """How many parameters one SQLite statement may take (999 where the driver cannot say)."""
@@ -990,8 +994,6 @@ class _Table:
             limit = 999
             getlimit = getattr(getattr(self.db, "connection", None), "getlimit", None)
             if getlimit is not None:
-                import sqlite3
-
                 limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._variables = min(limit, 32766)
         return self._variables
