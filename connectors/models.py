@@ -435,7 +435,12 @@ class BankTransaction(MirrorRecord):
         DEBIT = "debit", "Debit"
         CREDIT = "credit", "Credit"
 
-    bank_account_external_id = models.CharField(max_length=200, db_index=True)
+    # The busiest mirror table (a first sync writes tens of thousands of rows): no index that
+    # another one already covers. The natural key starts with the connection, the period index
+    # with the organisation, and the account index serves the running-balance check.
+    organization = models.ForeignKey("qontohub.Organization", on_delete=models.CASCADE, related_name="+", db_index=False)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+", db_index=False)
+    bank_account_external_id = models.CharField(max_length=200)
     amount = models.DecimalField(**MONEY, help_text="Signed: negative for a debit.")
     currency = models.CharField(max_length=3)
     local_amount = models.DecimalField(**MONEY, null=True, blank=True)
@@ -447,13 +452,16 @@ class BankTransaction(MirrorRecord):
     reference = models.CharField(max_length=300, blank=True)
     operation_type = models.CharField(max_length=40, blank=True)
     emitted_at = models.DateTimeField(null=True, blank=True)
-    settled_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
     balance_after = models.DecimalField(**MONEY, null=True, blank=True)
     attachment_ids = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [MirrorRecord.natural_key_constraint("uniq_bank_transaction")]
-        indexes = [models.Index(fields=["organization", "settled_at"])]
+        indexes = [
+            models.Index(fields=["organization", "settled_at"]),
+            models.Index(fields=["connection", "bank_account_external_id", "settled_at"], name="bank_txn_account_settled"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency} {self.counterparty_name or self.label}"

@@ -711,7 +711,8 @@ class _JSONText(str):
 
 def json_text(value: Any) -> str:
     """``value`` serialised now, for a JSON column of a row given to :func:`upsert_rows`: written as
-    it is (work done where it is cheapest, e.g. in a helper process) instead of serialised there."""
+    it is instead of serialised there (a stream converting pages in its reading thread does the
+    work there, off the thread that writes)."""
     return _JSONText(canonical_json(value))
 
 
