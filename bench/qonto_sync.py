@@ -393,6 +393,16 @@ def report(runs: list[dict[str, Any]], sandbox: dict[str, Any]) -> str:
         f"streams); the sync sent the same {last['sync_requests']} requests as the bare loop "
         f"({'same count' if all(r['sync_requests'] == r['bare_requests'] for r in runs) else 'COUNTS DIFFER'}).",
         "",
+        "Where the time goes: the bare loop is `requests` + `response.json()` (the standard library's "
+        "parser) and nothing else. The sync is one Python process: a pipeline thread "
+        "(`connectors.sync.pipelined`) requests the pages one after the other, up to three ahead, parses "
+        "them with orjson and converts them (`to_row`, canonical JSON, fingerprints), while the sync's own "
+        "thread writes them (multi-row `INSERT … ON CONFLICT` on SQLite, `COPY` on PostgreSQL) with each "
+        "page's cursor. The two threads share the interpreter lock, so the sync is bound by the hub "
+        "process's CPU (row above), while the sandbox serving the pages is a third busy process on the "
+        "same two cores. Converting pages in a forked helper process was tried and measured no faster "
+        "here (more CPU in all, for pickling, on a machine with no core to spare).",
+        "",
         "(d) Requests sent by the no-change re-sync (last run; counted on the hub's side by a counting "
         f"session, total {last['resync_requests']} = `SyncRun.requests`; {last['resync_changed']} rows changed):",
         "",

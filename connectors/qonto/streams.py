@@ -221,26 +221,23 @@ def without_urls(value: Any) -> Any:
     Dicts and lists that hold no such key anywhere are returned as they are (shared, not
     copied): a transaction has a few nested values and only its attachments carry URLs.
     """
-    if isinstance(value, dict):
-        nested = [k for k, v in value.items() if isinstance(v, (dict, list))]
-        if _URL_KEYS.isdisjoint(value):
-            if not nested:
-                return value
-            copy = dict(value)
-        else:
-            copy = {k: v for k, v in value.items() if k not in _URL_KEYS}
-        changed = len(copy) != len(value)
-        for k in nested:
-            if k in copy:
-                inner = without_urls(copy[k])
-                if inner is not copy[k]:
-                    copy[k] = inner
+    kind = type(value)
+    if kind is dict:
+        changed = False
+        copy: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in _URL_KEYS:
+                changed = True
+                continue
+            if type(item) is dict or type(item) is list:
+                cleaned = without_urls(item)
+                if cleaned is not item:
                     changed = True
+                item = cleaned
+            copy[key] = item
         return copy if changed else value
-    if isinstance(value, list):
-        if not any(isinstance(v, (dict, list)) for v in value):
-            return value
-        copy_list = [without_urls(v) for v in value]
+    if kind is list:
+        copy_list = [without_urls(v) if type(v) is dict or type(v) is list else v for v in value]
         return copy_list if any(a is not b for a, b in zip(copy_list, value, strict=True)) else value
     return value
 
@@ -473,7 +470,7 @@ class TransactionsStream(Stream):
             for item in raw["attachments"]:
                 if isinstance(item, dict) and item.get("id"):
                     try:
-                        receipt = attachment_row(item, parent=external_id)
+                        receipt = attachment_row(item, parent=external_id, cleaned=True)
                     except ValueError as exc:
                         raise ValueError(f"its receipt {item.get('id')}: {exc}") from None
                     receipts.append({"external_id": receipt.external_id, "raw": json_text(receipt.raw), **receipt.fields})
@@ -543,7 +540,8 @@ class TransactionsStream(Stream):
         check_running_balances(connector.connection, run, written={a: self._settled.get(a, {}) for a in self._fresh})
 
 
-def attachment_row(item: Mapping[str, Any], parent: str = "") -> Row:
+def attachment_row(item: Mapping[str, Any], parent: str = "", *, cleaned: bool = False) -> Row:
+    """An ``Attachment`` row from its metadata (``cleaned``: its URLs are already removed)."""
     size = item.get("file_size")
     try:
         size_value = int(size) if size not in (None, "") else None  # a string per §3.3
@@ -558,7 +556,7 @@ def attachment_row(item: Mapping[str, Any], parent: str = "") -> Row:
             "parent_external_id": clip(parent, 200),
             "remote_updated_at": parse_timestamp(item.get("created_at"), "created_at"),
         },
-        raw=without_urls(dict(item)),
+        raw=dict(item) if cleaned else without_urls(dict(item)),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -367,3 +368,13 @@ def test_closing_a_pipeline_early_stops_its_thread():
     count = len(started)
     time.sleep(0.3)
     assert len(started) == count and count <= 5
+
+
+def test_fewer_collections_during_syncs_and_the_thresholds_restored_after():
+    before = gc.get_threshold()
+    with sync.fewer_collections(threshold=12_345):
+        assert gc.get_threshold()[0] == max(12_345, before[0])
+        with sync.fewer_collections(threshold=12_345):  # a second sync in another thread
+            pass
+        assert gc.get_threshold()[0] == max(12_345, before[0])  # still one running
+    assert gc.get_threshold() == before
