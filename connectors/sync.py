@@ -158,79 +158,122 @@ _read_ahead_local = threading.local()
 
 
 def pipelined(
-    connector: Any, first: Any, step: Callable[[Any], tuple[T, Any]], depth: int = 8
+    connector: Any,
+    first: Any,
+    step: Callable[[Any], tuple[Any, Any]],
+    depth: int = 8,
+    then: Callable[[Any], T] | None = None,
 ) -> Iterator[T]:
-    """The items of a paged read, each fetched in a background thread up to ``depth`` ahead.
+    """The items of a paged read, fetched by a background thread up to ``depth`` pages ahead.
 
-    ``step(position)`` fetches one page (and may convert it: :func:`prepare_records`) and returns
-    ``(item, next position or None)``. The thread goes on to the next page as soon as it knows
-    it, so requests follow each other while the engine writes the pages before: with one page
-    read ahead only, each request waited for the write of the page before it. The engine still
+    ``step(position)`` fetches one page and returns ``(item, next position or None)``; ``then``,
+    if given, turns each item into what is yielded (e.g. :func:`prepare_records`) in a second
+    thread. The fetching thread goes on to the next page as soon as it knows it, so requests
+    follow each other while pages are converted and the engine writes the ones before (the
+    provider's answer time, the conversion and the database's own work overlap). The engine still
     saves each page with its cursor before it takes the next, so a crash resumes after the last
     saved page.
 
-    The thread runs outside the sync's database connection and transaction: ``step`` must only
-    talk HTTP through the connector's client and convert. A 401 that calls for a token refresh
-    (which writes to the database) is not handled there: that page is fetched again in the
-    caller's thread, where the client's one refresh-and-retry runs as usual, and the thread
-    resumes after it. Closing the generator stops the thread and waits for its request in flight.
+    The threads run outside the sync's database connection and transaction: ``step`` and
+    ``then`` must only talk HTTP through the connector's client and convert. A 401 that calls
+    for a token refresh (which writes to the database) is not handled there: that page is fetched
+    again in the caller's thread, where the client's one refresh-and-retry runs as usual, and the
+    threads resume after it. Closing the generator stops the threads and waits for the request in
+    flight.
     """
     _guard_refresh_hook(connector)
-    results: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(entry: tuple[str, Any, Any]) -> bool:
+    def put(into: queue.Queue[tuple[str, Any, Any]], entry: tuple[str, Any, Any]) -> bool:
         while not stop.is_set():
             try:
-                results.put(entry, timeout=0.1)
+                into.put(entry, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce(position: Any) -> None:
+    def take(source: queue.Queue[tuple[str, Any, Any]]) -> tuple[str, Any, Any] | None:
+        while not stop.is_set():
+            try:
+                return source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def fetch(position: Any, out: queue.Queue[tuple[str, Any, Any]]) -> None:
         _read_ahead_local.active = True
         try:
             while position is not None and not stop.is_set():
                 try:
                     item, following = step(position)
                 except _NeedsCallerThread:
-                    put(("caller", position, None))
+                    put(out, ("caller", position, None))
                     return
-                if not put(("item", item, following)):
+                if not put(out, ("item", item, following)):
                     return
                 position = following
-            put(("end", None, None))
+            put(out, ("end", None, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            put(("error", exc, None))
+            put(out, ("error", exc, None))
         finally:
             _read_ahead_local.active = False
 
-    def start(position: Any) -> threading.Thread:
-        thread = threading.Thread(target=produce, args=(position,), name="sync-pipeline", daemon=True)
-        thread.start()
-        return thread
+    def convert(source: queue.Queue[tuple[str, Any, Any]], out: queue.Queue[tuple[str, Any, Any]]) -> None:
+        assert then is not None
+        _read_ahead_local.active = True
+        try:
+            while True:
+                entry = take(source)
+                if entry is None:
+                    return
+                kind, value, following = entry
+                if kind == "item":
+                    try:
+                        entry = (kind, then(value), following)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                        put(out, ("error", exc, None))
+                        return
+                if not put(out, entry) or kind != "item":
+                    return
+        finally:
+            _read_ahead_local.active = False
 
-    thread = start(first)
+    def start(position: Any) -> tuple[queue.Queue[tuple[str, Any, Any]], list[threading.Thread]]:
+        fetched: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=depth)
+        threads = [threading.Thread(target=fetch, args=(position, fetched), name="sync-pipeline", daemon=True)]
+        ready = fetched
+        if then is not None:
+            ready = queue.Queue(maxsize=depth)
+            threads.append(
+                threading.Thread(target=convert, args=(fetched, ready), name="sync-pipeline-convert", daemon=True)
+            )
+        for thread in threads:
+            thread.start()
+        return ready, threads
+
+    ready, threads = start(first)
     try:
         while True:
-            kind, value, following = results.get()
+            kind, value, following = ready.get()
             if kind == "end":
                 return
             if kind == "error":
                 raise value
             if kind == "caller":
-                thread.join()
+                for thread in threads:
+                    thread.join()
                 item, following = step(value)  # here the client may refresh the token
-                yield item
+                yield then(item) if then is not None else item
                 if following is None:
                     return
-                thread = start(following)
+                ready, threads = start(following)
                 continue
             yield value
     finally:
         stop.set()
-        thread.join()
+        for thread in threads:
+            thread.join()
 
 
 def _guard_refresh_hook(connector: Any) -> None:

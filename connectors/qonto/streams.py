@@ -280,8 +280,8 @@ def read_pages(
     """``(page number, records, prepared)`` of one list from ``page`` on, following ``meta.next_page``.
 
     Pages are requested one after the other by a thread (:func:`connectors.sync.pipelined`), a
-    few ahead of the engine, and converted there by ``prepare`` if it is given (``prepared`` is
-    what it returned, else None), while the engine writes the pages before. The engine still
+    few ahead of the engine, and converted by ``prepare`` in a second thread if it is given
+    (``prepared`` is what it returned, else None), while the engine writes the pages before. The engine still
     saves each page with its cursor before it takes the next, so a crash resumes after the last
     saved page. Closing the generator waits for the request in flight.
     """
@@ -291,10 +291,14 @@ def read_pages(
         records = body.get(list_key)
         if not isinstance(records, list):
             raise ValueError(f"Qonto's {path} answer has no {list_key!r} list")
-        prepared = prepare(records) if prepare is not None else None
-        return (number, records, prepared), next_page(body, number)
+        return (number, records, None), next_page(body, number)
 
-    yield from pipelined(connector, page, step)
+    def convert(item: tuple[int, list[dict[str, Any]], Any]) -> tuple[int, list[dict[str, Any]], Any]:
+        assert prepare is not None
+        number, records, _ = item
+        return number, records, prepare(records)
+
+    yield from pipelined(connector, page, step, then=convert if prepare is not None else None)
 
 
 # --- Streams -------------------------------------------------------------------------------
