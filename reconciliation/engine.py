@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 from rapidfuzz import fuzz
 
-ENGINE_VERSION = "recon-engine 1.0.0"
+ENGINE_VERSION = "recon-engine 1.1.0"
 
 __all__ = [
     "ENGINE_VERSION",
@@ -404,6 +404,7 @@ _W_REF_CONFLICT = -3.5  # ... another document of the same counterparty: likely 
 _W_KIND_UNUSUAL = -1.0  # credit notes and unknown kinds: either side, at a cost
 _W_SERIES = 4.0  # nearest instance of a recurring invoice when the others are clearly further
 _TIE_MARGIN = 0.05  # scores this close are a tie: never auto-posted
+_IDENTITY_FEATURES = frozenset({"reference", "tax_id", "iban", "history"})
 _LP_NEGLIGIBLE = -6.0  # parties the name gives less than e^-6 of its mass: near amounts ignored
 _LP_LINES = -2.5  # a line counts as another instalment of a party only if its name designates it
 
@@ -1041,6 +1042,18 @@ class _Matcher:
                     out.append(("history", -1.0, f"{total} past matches of this bank name went to other counterparties"))
         return out
 
+    def _identifies(self, tx: _Tx, docs: tuple[int, ...], candidate: Candidate) -> bool:
+        """Whether the line says who it pays and that is the candidate's counterparty: a line
+        naming nobody (``CARTE 1234``) gives no name evidence either way; otherwise the name must
+        fit the documents' party, or a quoted number, tax id, IBAN or history must point at it.
+        A name is a word of three letters or more that is not a bank's (``SEPA``, ``CB``...)."""
+        if not any(len(t) >= 3 and not t.isdigit() and t not in _BANK_WORDS for t in tx.name.tokens):
+            return True
+        parties = {self.index.docs[d].party for d in docs}
+        if any(p in tx.prior for p in parties):
+            return True
+        return any(f.name in _IDENTITY_FEATURES and f.score > 0 for f in candidate.features)
+
     def _party_features(self, h: _Hyp, tx: _Tx, p: int, n_docs: int) -> None:
         index = self.index
         party = index.parties[p]
@@ -1433,6 +1446,16 @@ class _Matcher:
         tied = len(kept) > 1 and kept[0][0] - kept[1][0] < _TIE_MARGIN
         if tied and conf >= auto_threshold:
             conf = auto_threshold - 1  # equal evidence for two answers is never auto-posted
+        if conf >= auto_threshold and not self._identifies(tx, kept[0][1], candidates[0]):
+            # The bank names someone, and not this counterparty; nothing else (number, tax id,
+            # IBAN, history) says it is them. An equal amount on the right dates is how a
+            # stranger's payment looks too: a person decides.
+            conf = auto_threshold - 1
+            top = candidates[0]
+            candidates[0] = top._replace(confidence=conf, features=[*top.features, Feature(
+                "identity", 0.0,
+                f"the bank names {tx.src.counterparty or tx.src.label!r}, which is not this counterparty, "
+                "and no number, tax id or IBAN says it is: not posted without a person")])
         if conf >= auto_threshold:
             decision = "auto"
         elif conf >= review_threshold:

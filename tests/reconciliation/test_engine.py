@@ -213,6 +213,29 @@ def test_near_namesake_with_the_same_amount_is_not_chosen():
     assert first_ids(results["b"]) == ("freres",) and results["b"].decision == "auto"
 
 
+@pytest.mark.parametrize("documents", [[], background()], ids=["alone", "among-others"])
+def test_a_stranger_paid_the_same_amount_is_never_auto_posted(documents):
+    # One open invoice of Alpha for 120.00; the bank line pays 120.00 to Beta. The amount and the
+    # dates fit, nothing says it is Alpha: a person decides (it is often someone else's bill).
+    alpha = doc("120.00", "Alpha Conseil SAS", "F-2026-0412", did="alpha")
+    lines = [tx("-120.00", "BETA SARL", label="VIR SEPA BETA SARL", tid="beta"),
+             tx("-120.00", "ORANGE", label="PRLV SEPA ORANGE", tid="orange")]
+    results = run(lines, [alpha, *documents])
+    for line in ("beta", "orange"):
+        assert first_ids(results[line]) == ("alpha",)
+        assert results[line].decision == "review", results[line]
+        assert any("not this counterparty" in text for text in explanations(results[line]))
+
+
+def test_a_stranger_name_with_the_invoice_number_or_a_nameless_line_still_auto_posts():
+    alpha = doc("120.00", "Alpha Conseil SAS", "F-2026-0412", did="alpha")
+    quoted = tx("-120.00", "BETA SARL", label="VIR SEPA BETA SARL F-2026-0412", tid="quoted")
+    nameless = tx("-120.00", "", label="CARTE 1234", tid="nameless")
+    for line in (quoted, nameless):
+        result = run([line], [alpha])[line.id]
+        assert result.decision == "auto" and first_ids(result) == ("alpha",), result
+
+
 def test_name_shared_by_two_companies_with_the_same_amount_goes_to_review():
     # "ATLAS" on the bank line fits two suppliers that both have a 600.00 invoice open.
     docs = [doc("600.00", "Atlas Solutions", "AS-1", did="a"),
