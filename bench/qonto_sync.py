@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
 SEED = int(os.environ.get("QONTO_BENCH_SEED", "4711"))
 TRANSACTIONS = int(os.environ.get("QONTO_BENCH_TRANSACTIONS", "50000"))
-REPEATS = int(os.environ.get("QONTO_BENCH_REPEATS", "3"))
+REPEATS = int(os.environ.get("QONTO_BENCH_REPEATS", "5"))
 TARGET_RATIO = 1.5
 TARGET_SECONDS = 60.0
 TARGET_RESYNC = 2
@@ -372,7 +372,7 @@ def report(runs: list[dict[str, Any]], sandbox: dict[str, Any]) -> str:
         f"(one external), served over loopback HTTP by `connectors.sandbox.server.serve` in its own process; "
         f"**rate limits off** (`set_rate_limits([])`), sandbox clock frozen. {engine}, a fresh database per run "
         f"(migrated before timing). API-key connection; `per_page=100`. {len(runs)} runs, each: bare loop, then "
-        "the full sync, then a no-change re-sync. The machine has 2 cores shared with other engineers' test "
+        "the full sync, then a no-change re-sync. The machine has 2 cores, shared with other test "
         "runs, so every run is shown and the median is the figure.",
         "",
         f"| figure | {reps} | median | target |",
@@ -394,14 +394,16 @@ def report(runs: list[dict[str, Any]], sandbox: dict[str, Any]) -> str:
         f"({'same count' if all(r['sync_requests'] == r['bare_requests'] for r in runs) else 'COUNTS DIFFER'}).",
         "",
         "Where the time goes: the bare loop is `requests` + `response.json()` (the standard library's "
-        "parser) and nothing else. The sync is one Python process: a pipeline thread "
-        "(`connectors.sync.pipelined`) requests the pages one after the other, up to three ahead, parses "
-        "them with orjson and converts them (`to_row`, canonical JSON, fingerprints), while the sync's own "
-        "thread writes them (multi-row `INSERT … ON CONFLICT` on SQLite, `COPY` on PostgreSQL) with each "
-        "page's cursor. The two threads share the interpreter lock, so the sync is bound by the hub "
-        "process's CPU (row above), while the sandbox serving the pages is a third busy process on the "
-        "same two cores. Converting pages in a forked helper process was tried and measured no faster "
-        "here (more CPU in all, for pickling, on a machine with no core to spare).",
+        "parser) and nothing else. The sync is one Python process with three threads "
+        "(`connectors.sync.pipelined`): one requests the pages one after the other, up to eight ahead, and "
+        "parses them with orjson; one converts them (`to_row`, canonical JSON, fingerprints, the "
+        "statement's column values); the sync's own thread writes them (multi-row `INSERT … ON CONFLICT` on "
+        "SQLite, `COPY` on PostgreSQL) with each page's cursor, with the garbage collector running less "
+        "often. The threads share the interpreter lock, so the sync is bound by the hub process's CPU "
+        "(row above), while the sandbox serving the pages is another busy process on the same two cores. "
+        "Converting pages in a forked helper process was tried twice and measured no faster here (more "
+        "CPU in all, for pickling, on a machine with no core to spare). The machine's speed drifts by "
+        "±15 % within a minute (the same bare loop takes 1.6 to 2.1 s), hence five runs and the median.",
         "",
         "(d) Requests sent by the no-change re-sync (last run; counted on the hub's side by a counting "
         f"session, total {last['resync_requests']} = `SyncRun.requests`; {last['resync_changed']} rows changed):",

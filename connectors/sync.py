@@ -640,8 +640,11 @@ def _save_page(
     prepared = page.prepared if isinstance(page, PreparedPage) and page.prepared is not None else None
     if prepared is None:
         prepared = prepare_records(connector, stream, page.records)
+    # Column values the stream worked out with the conversion (see db_values_for), if it did.
+    precomputed = page.db_values if isinstance(page, PreparedPage) and page.db_values is not None else None
     rows: dict[str, tuple[Row, str, str]] = {}
-    for record, row, raw_json, digest, error in prepared:
+    values_of: dict[str, list[Any]] = {}
+    for index, (record, row, raw_json, digest, error) in enumerate(prepared):
         run.read += 1
         if error is not None or row is None:
             run.failed += 1
@@ -649,6 +652,8 @@ def _save_page(
             continue
         # The last occurrence wins if a page repeats a record.
         rows[row.external_id] = (row, raw_json, digest)
+        if precomputed is not None and precomputed[index] is not None:
+            values_of[row.external_id] = precomputed[index]
     if not rows:
         return
 
@@ -692,8 +697,12 @@ def _save_page(
     # stream, so they cannot conflict (if something did, the insert fails and the run with it).
     for insert_only, entries in ((True, created), (False, updated)):
         for field_names, group in _group_by_fields(entries):
+            if values_of and all(row.external_id in values_of for row, _, _ in group):
+                params = (table.layout(tuple(field_names), True).order, [values_of[row.external_id] for row, _, _ in group])
+            else:
+                params = table.page_params(engine_values, field_names, group)
             table.write(
-                table.page_params(engine_values, field_names, group),
+                params,
                 update_fields=["raw", "fingerprint", "synced_at", *field_names],
                 unique_fields=("connection", "stream", "external_id"),
                 insert_only=insert_only,
@@ -722,6 +731,31 @@ class PreparedPage(Page):
     reading thread (:func:`pipelined`), while the engine was writing the pages before."""
 
     prepared: list[Prepared] | None = None
+    #: Optional, from :func:`db_values_for`: each prepared record's column values, ready to write.
+    db_values: list[list[Any] | None] | None = None
+
+
+def db_values_for(connector: Any, stream: Stream, prepared: list[Prepared]) -> list[list[Any] | None]:
+    """Each converted record's columns as the database takes them, in the order of the engine's
+    statement for the record's fields (None for a record that failed).
+
+    The last step of saving a page that needs no database connection (only its vendor and
+    zone): a stream converting its pages in its reading thread does it there too, so that the
+    sync's own thread, which writes, has less to do. ``synced_at`` is the time of conversion.
+    """
+    model = apps.get_model(stream.model)
+    table = _table(model, connections[router.db_for_write(model)])
+    connection = connector.connection
+    synced_at = table.prepare(table.position["synced_at"], timezone.now())
+    head = (connection.organization_id, connection.pk, stream.name)
+    values: list[list[Any] | None] = []
+    for _, row, raw_json, digest, error in prepared:
+        if row is None or error is not None:
+            values.append(None)
+            continue
+        layout = table.layout(tuple(sorted(row.fields)), True)
+        values.append(layout.fill(table, [*head, row.external_id, raw_json, digest, synced_at], row.fields))
+    return values
 
 
 def prepare_records(connector: Any, stream: Stream, records: Iterable[Any]) -> list[Prepared]:

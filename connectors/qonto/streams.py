@@ -58,6 +58,7 @@ from connectors.models import (
 from connectors.sync import (
     Prepared,
     PreparedPage,
+    db_values_for,
     json_text,
     pipelined,
     prepare_records,
@@ -433,19 +434,22 @@ class TransactionsStream(Stream):
                 params.append(("updated_at_from", lower))
             return params
 
-        def prepare(records: list[dict[str, Any]]) -> tuple[list[Prepared], str | None]:
-            # In the reading thread: to_row keeps no state and reads no database.
-            return prepare_records(connector, self, records), capped_high_water(records, "updated_at", started_at)
+        def prepare(records: list[dict[str, Any]]) -> tuple[list[Prepared], str | None, Any]:
+            # In the reading thread: to_row keeps no state and reads no database; the column
+            # values need only the database's vendor and zone.
+            rows = prepare_records(connector, self, records)
+            return rows, capped_high_water(records, "updated_at", started_at), db_values_for(connector, self, rows)
 
         for page, records, prepared in read_pages(
             connector, "/v2/transactions", "transactions", params_for, first_page, prepare
         ):
-            rows, high_water = prepared
+            rows, high_water, values = prepared
             yield PreparedPage(
                 records=records,
                 position={"account": account_id, "since": lower, "page": page, "started_at": started_at},
                 high_water=high_water,
                 prepared=rows,
+                db_values=values,
             )
 
     def to_row(self, connector: Connector, record: Mapping[str, Any]) -> Row:

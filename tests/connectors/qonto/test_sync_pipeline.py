@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
 
 from connectors import sync
 from connectors.models import Attachment, BankTransaction, SyncEvent, SyncRun
@@ -126,3 +128,26 @@ def test_upsert_rows_fills_defaults_and_keeps_the_last_row_of_a_key(conn):
     stored = Attachment.objects.get(connection=conn, external_id="a1")
     assert (stored.file_name, stored.raw, stored.size, stored.content_type) == ("second.pdf", {"v": 2}, None, "")
     assert stored.synced_at is not None
+
+
+def test_column_values_worked_out_while_reading_are_what_the_writer_would_write(api, conn, monkeypatch):
+    # Two ways to the same statement parameters: the reading thread's (db_values_for) and the
+    # writing thread's (page_params). A difference would write other values on a first sync.
+    moment = timezone.now()
+    monkeypatch.setattr(sync.timezone, "now", lambda: moment)
+    stream = qonto_streams.TransactionsStream()
+    connector = conn.connector()
+    records = api.transactions_of(api.main_account_id)[:60]
+    records.append({"id": "broken", "side": "sideways"})  # a record that does not convert
+    prepared = sync.prepare_records(connector, stream, records)
+    values = sync.db_values_for(connector, stream, prepared)
+    assert values[-1] is None and all(v is not None for v in values[:-1])
+    table = sync._table(BankTransaction, db_connection)
+    engine_values = {"organization_id": conn.organization_id, "connection_id": conn.pk,
+                     "stream": stream.name, "synced_at": moment}
+    entries = [(row, raw_json, digest) for _, row, raw_json, digest, error in prepared if error is None]
+    by_id = {row.external_id: v for (_, row, _, _, _), v in zip(prepared, values, strict=True) if row is not None}
+    for field_names, group in sync._group_by_fields(entries):
+        order, params = table.page_params(engine_values, field_names, group)
+        assert order == table.layout(tuple(field_names), True).order
+        assert params == [by_id[row.external_id] for row, _, _ in group]
