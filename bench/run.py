@@ -106,7 +106,7 @@ def recon(seeds: tuple[int, ...] = (7, 11, 23), transactions: int = 20000) -> No
     lines += [
         "",
         "Targets: auto precision ≥ 0.995, auto coverage ≥ 0.97, recall@3 ≥ 0.995, no-doc refused ≥ 0.98, ≤ 4 s.",
-        f"Engine: **{verdict}**.",
+        f"Engine ({rows[0][5].get('engine_version', '?')}): **{verdict}**.",
     ]
     write_block("recon", "python bench/run.py recon", "\n".join(lines))
 
