@@ -151,7 +151,7 @@ def later(a: str | None, b: str | None) -> str | None:
 
 # --- Reading ahead ---------------------------------------------------------------------------
 class _NeedsCallerThread(Exception):
-    """Raised inside a read-ahead thread by work that must run in the sync's own thread."""
+    """Raised inside a pipeline thread by work that must run in the sync's own thread."""
 
 
 _read_ahead_local = threading.local()
@@ -1082,7 +1082,7 @@ class _Table:
         """Rows in multi-row ``INSERT … VALUES (…), (…) ON CONFLICT …`` statements on SQLite.
 
         ``executemany`` steps SQLite once per row, releasing and taking back the interpreter lock
-        each time: with the read-ahead thread busy, a first sync waited for the lock between rows
+        each time: with the pipeline threads busy, a first sync waited for the lock between rows
         about as long as it spent writing them. One statement per batch of rows steps once.
         """
         if self.vendor != "sqlite" or len(params) == 1:

@@ -1,4 +1,4 @@
-"""The sync engine's speed-ups kept honest: reading ahead, converting in the read-ahead thread,
+"""The sync engine's speed-ups kept honest: reading ahead, converting in the pipeline's threads,
 the running-balance check of a first sync done from memory, and pages committed in batches."""
 
 from __future__ import annotations
