@@ -1098,6 +1098,8 @@ class _Table:
                 # In the driver's own placeholder style: Django's SQLite cursor would rewrite
                 # every statement's thousands of %s with a regular expression at each call.
                 sql = f"{head}{', '.join([values] * len(chunk))}{tail}".replace("%s", "?")
+                if len(self._multi_sql) >= 256:  # one text per batch size: keep the cache small
+                    self._multi_sql.clear()
                 self._multi_sql[key] = sql
             sqlite3.Cursor.execute(cursor.cursor, sql, [value for row in chunk for value in row])
 
