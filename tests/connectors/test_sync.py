@@ -320,6 +320,24 @@ def test_pipelined_pages_come_in_order_and_stop_at_the_last():
         return f"page {page}", (page + 1 if page < 7 else None)
 
     assert list(sync.pipelined(_connector(), 1, step, depth=2)) == [f"page {n}" for n in range(1, 8)]
+    converted = list(sync.pipelined(_connector(), 1, step, depth=2, then=str.upper))
+    assert converted == [f"PAGE {n}" for n in range(1, 8)]
+
+
+def test_a_conversion_error_surfaces_after_the_pages_before_it():
+    def step(page: int) -> tuple[int, int | None]:
+        return page, (page + 1 if page < 5 else None)
+
+    def convert(page: int) -> int:
+        if page == 3:
+            raise ValueError("page 3 has no transactions list")
+        return page * 10
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="page 3"):
+        for item in sync.pipelined(_connector(), 1, step, then=convert):
+            got.append(item)
+    assert got == [10, 20]
 
 
 def test_a_pipelined_error_surfaces_in_the_consumer_after_the_pages_before_it():
@@ -335,7 +353,8 @@ def test_a_pipelined_error_surfaces_in_the_consumer_after_the_pages_before_it():
     assert got == [1, 2]
 
 
-def test_a_pipelined_page_that_needs_a_token_refresh_is_fetched_in_the_callers_thread():
+@pytest.mark.parametrize("then", [None, str], ids=["fetch-only", "fetch-and-convert"])
+def test_a_pipelined_page_that_needs_a_token_refresh_is_fetched_in_the_callers_thread(then):
     refreshed_in: list[str] = []
     token = {"expired_at_page": 2}
 
@@ -351,7 +370,8 @@ def test_a_pipelined_page_that_needs_a_token_refresh_is_fetched_in_the_callers_t
             connector.http.refresh_hook()  # what HttpClient does on a 401
         return page, (page + 1 if page < 4 else None)
 
-    assert list(sync.pipelined(connector, 1, step)) == [1, 2, 3, 4]
+    expected = [1, 2, 3, 4] if then is None else ["1", "2", "3", "4"]
+    assert list(sync.pipelined(connector, 1, step, then=then)) == expected
     assert refreshed_in == [threading.current_thread().name]
 
 
