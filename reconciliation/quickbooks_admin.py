@@ -35,7 +35,7 @@ from connectors.models import Connection, Document, Push, RecordLink, ValueMappi
 from connectors.quickbooks.mapping import DEFAULTS, MappingError, set_override
 from qontohub.admin_base import TenantAdmin
 from reconciliation.models import Match
-from reconciliation.quickbooks_flow import LINK_SOURCE_TYPE, LINK_TARGET_TYPE, NEW_LABEL, ROUTE, source_id_of
+from reconciliation.quickbooks_flow import NEW_LABEL, ROUTE, bill_links, source_id_of
 
 
 class QuickBooksBillManager(Document._default_manager.__class__):  # type: ignore[misc]
@@ -97,14 +97,7 @@ def attach(bills: list[Any]) -> None:
     # Record links by their natural key "<realmId>:<bill Id>" (indexed), not by a JSON field.
     source_ids = {source_id_of(b.connection, b): b.pk for b in bills}
     links: dict[int, RecordLink] = {}
-    for link in RecordLink.objects.filter(
-        organization_id__in={b.organization_id for b in bills},
-        source_provider="quickbooks",
-        source_type=LINK_SOURCE_TYPE,
-        source_id__in=list(source_ids),
-        target_provider="qonto",
-        target_type=LINK_TARGET_TYPE,
-    ):
+    for link in bill_links({b.organization_id for b in bills}).filter(source_id__in=list(source_ids)):
         links[source_ids[link.source_id]] = link
     push_ids = [link.data.get("push") for link in links.values() if link.data.get("push")]
     pushes = {

@@ -50,7 +50,7 @@ import re
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -59,7 +59,7 @@ from urllib.parse import urlsplit
 
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_date
@@ -509,8 +509,7 @@ def bills_to_consider(connection: Connection) -> Any:
 def free_targets(organization_id: int) -> list[Document]:
     """Qonto supplier invoices no bill is tied to yet (by a posted match or a record link)."""
     linked_ids = set(
-        RecordLink.objects.for_org(organization_id)
-        .filter(source_provider="quickbooks", target_provider="qonto", target_type=LINK_TARGET_TYPE)
+        bill_links(organization_id)
         .exclude(target_id="")
         .values_list("target_id", flat=True)
     )
@@ -763,13 +762,8 @@ def prepare(connection: Connection, bills: Sequence[Document]) -> Prepared:
         },
         links={
             link.source_id: link
-            for link in RecordLink.objects.filter(
-                organization_id=connection.organization_id,
-                source_provider="quickbooks",
-                source_type=LINK_SOURCE_TYPE,
-                target_provider="qonto",
-                target_type=LINK_TARGET_TYPE,
-                source_id__in=[source_id_of(connection, b) for b in bills],
+            for link in bill_links(connection.organization_id).filter(
+                source_id__in=[source_id_of(connection, b) for b in bills]
             )
         },
     )
@@ -811,15 +805,34 @@ def upload_file(
     return f"{safe}.pdf", pdf, "application/pdf", "rendered_facturx"
 
 
-def _link(connection: Connection, bill: Document) -> RecordLink | None:
+def bill_links(organization: int | Collection[int]) -> QuerySet[RecordLink]:
+    """Bill → Qonto supplier invoice links of one organisation or several (the flow's second
+    line of dedup), looked up by their natural key's fields."""
+    scope = {"organization_id__in": organization} if isinstance(organization, Collection) else {
+        "organization_id": organization}
     return RecordLink.objects.filter(
+        **scope,
+        source_provider="quickbooks",
+        source_type=LINK_SOURCE_TYPE,
+        target_provider="qonto",
+        target_type=LINK_TARGET_TYPE,
+    )
+
+
+def _link(connection: Connection, bill: Document) -> RecordLink | None:
+    return bill_links(connection.organization_id).filter(source_id=source_id_of(connection, bill)).first()
+
+
+def _save_link(connection: Connection, bill: Document, target_id: str, data: dict[str, Any]) -> None:
+    RecordLink.objects.update_or_create(
         organization_id=connection.organization_id,
         source_provider="quickbooks",
         source_type=LINK_SOURCE_TYPE,
         source_id=source_id_of(connection, bill),
         target_provider="qonto",
         target_type=LINK_TARGET_TYPE,
-    ).first()
+        defaults={"target_id": target_id, "data": data},
+    )
 
 
 def source_id_of(connection: Connection, bill: Document) -> str:
@@ -870,15 +883,7 @@ def _post(
             "qonto_document": invoice.pk,
             "quickbooks_connection": connection.pk,
         }
-        RecordLink.objects.update_or_create(
-            organization_id=connection.organization_id,
-            source_provider="quickbooks",
-            source_type=LINK_SOURCE_TYPE,
-            source_id=source_id_of(connection, bill),
-            target_provider="qonto",
-            target_type=LINK_TARGET_TYPE,
-            defaults={"target_id": invoice.external_id, "data": data},
-        )
+        _save_link(connection, bill, invoice.external_id, data)
         return None
     if existing is not None and (existing.target_id or existing.data.get("push")):
         # Second line of dedup: this bill already became (or is becoming) a Qonto invoice.
@@ -907,26 +912,15 @@ def _post(
         file=ContentFile(content, name=name),
         source=(SOURCE_TYPE, str(bill.pk)),
     )
-    RecordLink.objects.update_or_create(
-        organization_id=connection.organization_id,
-        source_provider="quickbooks",
-        source_type=LINK_SOURCE_TYPE,
-        source_id=source_id_of(connection, bill),
-        target_provider="qonto",
-        target_type=LINK_TARGET_TYPE,
-        defaults={
-            "target_id": push.remote_id or "",
-            "data": {
-                "mode": "uploaded",
-                "match": match.pk,
-                "push": push.pk,
-                "file": origin,
-                "bill": state,
-                "bill_pk": bill.pk,
-                "quickbooks_connection": connection.pk,
-            },
-        },
-    )
+    _save_link(connection, bill, push.remote_id or "", {
+        "mode": "uploaded",
+        "match": match.pk,
+        "push": push.pk,
+        "file": origin,
+        "bill": state,
+        "bill_pk": bill.pk,
+        "quickbooks_connection": connection.pk,
+    })
     return push if push.status == Push.Status.PENDING else None
 
 
@@ -967,16 +961,7 @@ def _settle(push: Push) -> bool:
     info = (push.payload or {}).get("quickbooks") or {}
     # The link's natural key (indexed by its unique constraint), then the push it waits for.
     source_id = f"{info.get('realm') or 'connection-' + str(info.get('connection'))}:{info.get('bill')}"
-    updated = RecordLink.objects.filter(
-        organization_id=push.organization_id,
-        source_provider="quickbooks",
-        source_type=LINK_SOURCE_TYPE,
-        source_id=source_id,
-        target_provider="qonto",
-        target_type=LINK_TARGET_TYPE,
-        data__push=push.pk,
-        target_id="",
-    ).update(target_id=push.remote_id, updated_at=timezone.now())
+    updated = bill_links(push.organization_id).filter(source_id=source_id, data__push=push.pk, target_id="").update(target_id=push.remote_id, updated_at=timezone.now())
     if updated:
         logger.info("quickbooks bill %s became Qonto supplier invoice %s", info.get("bill"), push.remote_id)
     return bool(updated)
@@ -984,12 +969,8 @@ def _settle(push: Push) -> bool:
 
 def settle_uploads(connection: Connection) -> int:
     """Write the Qonto invoice id of every finished upload on its record link; how many."""
-    pending = RecordLink.objects.filter(
-        organization_id=connection.organization_id,
-        source_provider="quickbooks",
-        target_type=LINK_TARGET_TYPE,
-        target_id="",
-        data__quickbooks_connection=connection.pk,
+    pending = bill_links(connection.organization_id).filter(
+        target_id="", data__quickbooks_connection=connection.pk
     ).values_list("data__push", flat=True)
     done = Push.objects.filter(pk__in=[p for p in pending if p], status=Push.Status.DONE)
     return sum(_settle(push) for push in done)
@@ -1026,12 +1007,8 @@ def record_edits(connection: Connection, bills: Iterable[Document]) -> int:
         return 0
     links = {
         link.source_id: link
-        for link in RecordLink.objects.filter(
-            organization_id=connection.organization_id,
-            source_provider="quickbooks",
-            source_type=LINK_SOURCE_TYPE,
-            target_type=LINK_TARGET_TYPE,
-            source_id__in=[source_id_of(connection, b) for b in bills],
+        for link in bill_links(connection.organization_id).filter(
+            source_id__in=[source_id_of(connection, b) for b in bills]
         )
     }
     recorded = 0
