@@ -176,20 +176,13 @@ def connect_software(firm: Firm, user: Any, api_token: str, software: str = DEFA
         raise AccountantError(f"{cls.name} refused this token: {exc.message}") from exc
     except ConnectorError as exc:
         raise AccountantError(f"The token could not be checked with {cls.name} ({exc.message}); try again later.") from exc
-    now = timezone.now()
     with transaction.atomic():
         connection = firm_connection(firm, software)
         if connection is None:
             connection = Connection(firm=firm, provider=software, created_by=user)
         connection.auth_method = Connection.AuthMethod.API_KEY
         connection.credentials = {"api_key": token}
-        connection.external_account_id = external_id
-        connection.display_name = display_name[:200]
-        connection.status = Connection.Status.ACTIVE
-        connection.connected_at = now
-        connection.disconnected_at = None
-        connection.last_error = ""
-        connection.last_error_at = None
+        connection.set_active(external_id, display_name)
         connection.save()
         ClientFile.objects.filter(firm=firm, connection__isnull=True).update(connection=connection)
     return connection

@@ -117,6 +117,17 @@ class Connection(TenantModel):
 
         return connector_class(self.provider)(self)
 
+    def set_active(self, external_id: str, display_name: str) -> None:
+        """Connected now to the account ``external_id`` (not saved: the caller saves with the
+        credentials it sets)."""
+        self.external_account_id = external_id
+        self.display_name = display_name[:200]
+        self.status = self.Status.ACTIVE
+        self.connected_at = timezone.now()
+        self.disconnected_at = None
+        self.last_error = ""
+        self.last_error_at = None
+
     def mark_needs_attention(self, reason: str) -> None:
         self.status = self.Status.NEEDS_ATTENTION
         self.last_error = reason

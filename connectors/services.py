@@ -86,17 +86,6 @@ def _run_on_connect(connection: Connection) -> None:
         connection.save(update_fields=["last_error", "last_error_at", "updated_at"])
 
 
-def _mark_active(connection: Connection, external_id: str, display_name: str) -> None:
-    now = timezone.now()
-    connection.external_account_id = external_id
-    connection.display_name = display_name[:200]
-    connection.status = Connection.Status.ACTIVE
-    connection.connected_at = now
-    connection.disconnected_at = None
-    connection.last_error = ""
-    connection.last_error_at = None
-
-
 def _revoke_quietly(connection: Connection) -> str:
     """Revoke an OAuth grant; returns an error message instead of raising (disconnect goes on)."""
     if connection.auth_method != Connection.AuthMethod.OAUTH2 or not connection.credentials:
@@ -229,7 +218,7 @@ def finish_connect(
         )
         if existing is not None:
             connection = _adopt(existing, connection)
-        _mark_active(connection, external_id, display_name)
+        connection.set_active(external_id, display_name)
         connection.save()
     _run_on_connect(connection)
     return connection
@@ -332,7 +321,7 @@ def connect_api_key(
         connection.credentials = credentials
         connection.scopes = []
         connection.token_expires_at = None
-        _mark_active(connection, external_id, display_name)
+        connection.set_active(external_id, display_name)
         connection.save()
     _run_on_connect(connection)
     return connection
