@@ -653,11 +653,12 @@ def fetch_supporting_pdf(source: Document | BankTransaction) -> tuple[str, bytes
     )
     if not external_id:
         return None
-    try:
-        file = source.connection.connector().download_attachment(str(external_id))
-        return file.name, file.content
-    except NotImplementedError:
+    connector = source.connection.connector()
+    if not connector.serves_attachments():
         return None
+    try:
+        file = connector.download_attachment(str(external_id))
+        return file.name, file.content
     except ConnectorError as exc:
         logger.warning("attachment %s of %s could not be read: %s", external_id, source, exc)
         return None

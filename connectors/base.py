@@ -244,5 +244,10 @@ class Connector:
         """The bytes of one attachment (a receipt, an invoice PDF) by its provider id."""
         raise NotImplementedError(f"{self.name} does not serve attachments")
 
+    @classmethod
+    def serves_attachments(cls) -> bool:
+        """Whether this provider's connector implements :meth:`download_attachment`."""
+        return cls.download_attachment is not Connector.download_attachment
+
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookCheck:
         raise NotImplementedError(f"{type(self).__name__} does not receive webhooks")
