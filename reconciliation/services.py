@@ -332,17 +332,23 @@ def reconcile_organization(
     return summary
 
 
+def _open_lines(r: Route, records: Sequence[Any], allocated: dict[int, Decimal]) -> list[engine.Transaction]:
+    """The route's engine lines of ``records``, each for what is still open of it (part may be
+    settled already on the family's other route)."""
+    lines = []
+    for record in records:
+        line = r.line(record)
+        left = _open_amount(record, allocated)
+        if left != abs(line.amount):
+            line = replace(line, amount=left.copy_sign(line.amount))
+        lines.append(line)
+    return lines
+
+
 def _score_forward(r: Route, subjects: Sequence[Any], targets: Sequence[Any], target_by_pk: dict[int, Any],
                    target_alloc: dict[int, Decimal], subject_alloc: dict[int, Decimal],
                    history: engine.History, auto: int, review: int) -> list[_Scored]:
-    lines = []
-    for s in subjects:
-        line = r.line(s)
-        left = _open_amount(s, subject_alloc)
-        if left != abs(line.amount):
-            # Part of this subject is already settled on the family's other route.
-            line = replace(line, amount=left.copy_sign(line.amount))
-        lines.append(line)
+    lines = _open_lines(r, subjects, subject_alloc)
     docs = [document_target(t, _open_amount(t, target_alloc)) for t in targets]
     doc_by_id = {d.id: d for d in docs}
     results = engine.reconcile(lines, docs, auto_threshold=auto, review_threshold=review, history=history)
@@ -370,13 +376,7 @@ def _score_pivot(r: Route, subjects: Sequence[Any], targets: Sequence[Any], targ
     auto band and no other transaction claims it with review-level confidence; otherwise it
     stays below the auto threshold (two payers for one paid document need a person).
     """
-    lines = []
-    for t in targets:
-        line = r.line(t)
-        left = _open_amount(t, target_alloc)
-        if left != abs(line.amount):
-            line = replace(line, amount=left.copy_sign(line.amount))
-        lines.append(line)
+    lines = _open_lines(r, targets, target_alloc)
     docs = [document_target(s, _open_amount(s, subject_alloc)) for s in subjects]
     line_by_id = {ln.id: ln for ln in lines}
     target_by_pk = {t.pk: t for t in targets}
