@@ -763,12 +763,21 @@ def _signed_lines(raw: Iterable[tuple[Account, Account | None, str, Decimal]]) -
     return lines
 
 
-def _attach(source: Any, fetch: PdfFetcher) -> ContentFile | None:
+def _save_sourced_entry(
+    client_file: ClientFile, lines: Sequence[LineSpec], source: Document | BankTransaction,
+    attachment_id: str, fetch: PdfFetcher, **fields: Any,
+) -> JournalEntry:
+    """Save an entry built from a synced record, with its supporting document: referenced by the
+    record's attachment id and, when ``fetch`` brings the file, stored on the entry."""
+    fields["supporting_document_ref"] = (
+        f"{source.connection.provider}:attachment:{attachment_id}" if attachment_id else ""
+    )
     found = fetch(source)
-    if not found:
-        return None
-    name, content = found
-    return ContentFile(content, name=name or "piece.pdf")
+    entry = save_entry(client_file, lines, **fields)
+    if found:
+        name, content = found
+        entry.supporting_file.save(name or "piece.pdf", ContentFile(content), save=True)
+    return entry
 
 
 def _entry_from_document(client_file: ClientFile, document: Document, fetch: PdfFetcher) -> JournalEntry | None:
@@ -819,15 +828,9 @@ def _entry_from_document(client_file: ClientFile, document: Document, fetch: Pdf
         "reference": (document.number or "")[:100],
         "currency": document.currency or "EUR",
         "source_document": document,
-        "supporting_document_ref": f"{document.connection.provider}:attachment:{document.attachment_external_id}"
-        if document.attachment_external_id else "",
         "status": JournalEntry.Status.DRAFT,
     }
-    pdf = _attach(document, fetch)
-    entry = save_entry(client_file, lines, **fields)
-    if pdf is not None:
-        entry.supporting_file.save(pdf.name, pdf, save=True)
-    return entry
+    return _save_sourced_entry(client_file, lines, document, document.attachment_external_id, fetch, **fields)
 
 
 def _document_lines(
@@ -880,15 +883,10 @@ def _entry_from_transaction(
         "reference": (row.reference or "")[:100],
         "currency": row.currency or "EUR",
         "source_transaction": row,
-        "supporting_document_ref": f"{row.connection.provider}:attachment:{row.attachment_ids[0]}"
-        if row.attachment_ids else "",
         "status": JournalEntry.Status.DRAFT,
     }
-    pdf = _attach(row, fetch)
-    entry = save_entry(client_file, lines, **fields)
-    if pdf is not None:
-        entry.supporting_file.save(pdf.name, pdf, save=True)
-    return entry
+    attachment_id = str(row.attachment_ids[0]) if row.attachment_ids else ""
+    return _save_sourced_entry(client_file, lines, row, attachment_id, fetch, **fields)
 
 
 def _known_third_party(client_file: ClientFile, kind: str, name: str) -> Account | None:
