@@ -25,16 +25,6 @@ from tests.conftest import make_user
 WIZARD = "admin:accountant_clientfile_wizard"
 
 
-@pytest.fixture(autouse=True)
-def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def api(sandbox_for):  # type: ignore[no-untyped-def]
-    return sandbox_for("pennylane")
-
-
 @pytest.fixture
 def rival_accountant(org_b):  # type: ignore[no-untyped-def]
     user = make_user("rival-accountant@example.test")

@@ -22,11 +22,6 @@ from qontohub.management.commands.seed_demo import seed_core
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def demo():  # type: ignore[no-untyped-def]
     core = seed_core("pw")

@@ -31,16 +31,6 @@ from tests.accountant.support import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def api(sandbox_for):  # type: ignore[no-untyped-def]
-    return sandbox_for("pennylane")
-
-
 def company_id(client_file: ClientFile) -> int:
     return int(client_file.remote_company_id)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from django.utils import timezone
 
 from accountant import services, tasks
@@ -12,16 +11,6 @@ from accountant.models import ClientFile, JournalEntry
 from connectors.models import Push
 from qontohub.schedules import declared
 from tests.accountant.support import active_file, open_day, qonto_connection, supplier_invoice
-
-
-@pytest.fixture(autouse=True)
-def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def api(sandbox_for):  # type: ignore[no-untyped-def]
-    return sandbox_for("pennylane")
 
 
 def test_schedules_are_declared():

@@ -1,0 +1,16 @@
+"""Fixtures every accountant test module uses: files written under a temporary media root, and
+the Pennylane sandbox the firm's software connection talks to."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def api(sandbox_for):  # type: ignore[no-untyped-def]
+    return sandbox_for("pennylane")
