@@ -173,6 +173,15 @@ def _wait_ready(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def _wait_for_cluster(timeout: float = 60.0) -> None:
+    """Until the cluster has forked its workers and runs tasks: one trivial task, done."""
+    from django_q.tasks import async_task, result
+
+    task_id = async_task("operator.add", 2, 2)
+    if result(task_id, wait=int(timeout * 1000)) != 4:
+        raise RuntimeError(f"the django-q2 cluster ran no task within {timeout:.0f} s")
+
+
 def _status_load(base: str, connection_id: int, key: str) -> dict[str, Any]:
     import random
 
@@ -400,7 +409,7 @@ def driver_process(database_label: str) -> None:
         cluster = processes.start(
             [sys.executable, "manage.py", "qcluster"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(2)  # the cluster forks its workers and starts polling
+        _wait_for_cluster()
 
         status = _status_load(base, connection.pk, key)
         hooks = _webhooks(base, connection, sandbox)
