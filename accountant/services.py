@@ -557,27 +557,100 @@ def save_entry(
 
 
 # --- accounts and journals used by the builder ------------------------------------------------
-def _account(client_file: ClientFile, spec: tuple[str, str]) -> Account:
-    """The file's general account for a PCG prefix: exact, else the smallest number with that
-    prefix, else a new local one (``prefix`` padded to 6 digits; pushed ones are created remotely)."""
-    prefix, label = spec
-    accounts = Account.objects.filter(client_file=client_file, kind=Account.Kind.GENERAL, enabled=True)
-    exact = accounts.filter(number=prefix).first()
-    if exact is not None:
-        return exact
-    candidates = sorted(
-        (a for a in accounts.filter(number__startswith=prefix) if a.number.isdigit()),
-        key=lambda a: (len(a.number), a.number),
-    )
-    if candidates:
-        return candidates[0]
-    number = prefix.ljust(6, "0")
-    account, _ = Account.objects.get_or_create(
-        client_file=client_file,
-        number=number,
-        defaults={"label": label, "kind": Account.Kind.GENERAL, "organization_id": client_file.organization_id},
-    )
-    return account
+class _Chart:
+    """A client file's chart of accounts, read once for a build and kept current as the build
+    adds accounts to it (a build used to read it again for every document and transaction, and
+    the whole supplier or customer ledger for every third party)."""
+
+    def __init__(self, client_file: ClientFile) -> None:
+        self.client_file = client_file
+        self.accounts = list(Account.objects.filter(client_file=client_file))
+        self.by_number = {a.number: a for a in self.accounts}
+        self._general: dict[str, Account] = {}
+        self._journals: dict[str, Journal] = {}
+        self._names: dict[int, str] = {}
+
+    def _add(self, account: Account) -> Account:
+        if account.number not in self.by_number:
+            self.accounts.append(account)
+            self.by_number[account.number] = account
+        return account
+
+    def general(self, spec: tuple[str, str]) -> Account:
+        """The general account for a PCG prefix: exact, else the smallest number with that
+        prefix, else a new local one (``prefix`` padded to 6 digits; pushed ones are created remotely)."""
+        prefix, label = spec
+        found = self._general.get(prefix)
+        if found is None:
+            usable = [a for a in self.accounts if a.kind == Account.Kind.GENERAL and a.enabled]
+            found = next((a for a in usable if a.number == prefix), None) or min(
+                (a for a in usable if a.number.startswith(prefix) and a.number.isdigit()),
+                key=lambda a: (len(a.number), a.number),
+                default=None,
+            )
+            if found is None:
+                found, _ = Account.objects.get_or_create(
+                    client_file=self.client_file,
+                    number=prefix.ljust(6, "0"),
+                    defaults={"label": label, "kind": Account.Kind.GENERAL,
+                              "organization_id": self.client_file.organization_id},
+                )
+                self._add(found)
+            self._general[prefix] = found
+        return found
+
+    def numbered(self, number: str, label: str) -> Account:
+        """The account with this exact number (any kind), else the general one for it as a prefix."""
+        return self.by_number.get(number) or self.general((number, label))
+
+    def _name(self, account: Account) -> str:
+        name = self._names.get(id(account))
+        if name is None:
+            name = self._names[id(account)] = normalise_name(account.label)
+        return name
+
+    def known_third_party(self, kind: str, name: str) -> Account | None:
+        ours = normalise_name(name)
+        if not ours:
+            return None
+        return next((a for a in self.accounts if a.kind == kind and self._name(a) == ours), None)
+
+    def third_party(self, kind: str, name: str) -> Account:
+        """The supplier or customer auxiliary for ``name``: the chart's if one matches, else a new one.
+
+        Matching is by normalised label (exact first, then token-set similarity ≥ 92 with a
+        unique best). A new auxiliary is numbered ``401``/``411`` + a code from the name; the
+        push creates it in the software (which creates the third party with it).
+        """
+        ours = normalise_name(name)
+        pool = [a for a in self.accounts if a.kind == kind]
+        if ours:
+            for account in pool:
+                if self._name(account) == ours:
+                    return account
+            ranked = sorted(((fuzz.token_set_ratio(ours, self._name(a)), i) for i, a in enumerate(pool)),
+                            key=lambda r: (-r[0], -pool[r[1]].pk))
+            if ranked and ranked[0][0] >= 92 and (len(ranked) == 1 or ranked[1][0] < ranked[0][0]):
+                return pool[ranked[0][1]]
+        prefix = SUPPLIERS[0] if kind == Account.Kind.SUPPLIER else CUSTOMERS[0]
+        base = prefix + _third_party_code(name)
+        number, suffix = base, 1
+        while number in self.by_number:
+            suffix += 1
+            number = f"{base}{suffix}"
+        return self._add(Account.objects.create(
+            client_file=self.client_file,
+            organization_id=self.client_file.organization_id,
+            number=number,
+            label=(name or number)[:300],
+            kind=kind,
+        ))
+
+    def journal(self, kind: str) -> Journal:
+        found = self._journals.get(kind)
+        if found is None:
+            found = self._journals[kind] = journal_for(self.client_file, kind)
+        return found
 
 
 def _third_party_code(name: str) -> str:
@@ -585,34 +658,8 @@ def _third_party_code(name: str) -> str:
 
 
 def third_party_account(client_file: ClientFile, kind: str, name: str) -> Account:
-    """The supplier or customer auxiliary for ``name``: the chart's if one matches, else a new one.
-
-    Matching is by normalised label (exact first, then token-set similarity ≥ 92 with a unique
-    best). A new auxiliary is numbered ``401``/``411`` + a code from the name; the push creates
-    it in the software (which creates the third party with it).
-    """
-    prefix = SUPPLIERS[0] if kind == Account.Kind.SUPPLIER else CUSTOMERS[0]
-    ours = normalise_name(name)
-    pool = list(Account.objects.filter(client_file=client_file, kind=kind))
-    for account in pool:
-        if normalise_name(account.label) == ours and ours:
-            return account
-    if ours:
-        ranked = sorted(((fuzz.token_set_ratio(ours, normalise_name(a.label)), a.pk) for a in pool), reverse=True)
-        if ranked and ranked[0][0] >= 92 and (len(ranked) == 1 or ranked[1][0] < ranked[0][0]):
-            return next(a for a in pool if a.pk == ranked[0][1])
-    base = prefix + _third_party_code(name)
-    number, suffix = base, 1
-    while Account.objects.filter(client_file=client_file, number=number).exists():
-        suffix += 1
-        number = f"{base}{suffix}"
-    return Account.objects.create(
-        client_file=client_file,
-        organization_id=client_file.organization_id,
-        number=number,
-        label=(name or number)[:300],
-        kind=kind,
-    )
+    """The supplier or customer auxiliary for ``name`` (see ``_Chart.third_party``)."""
+    return _Chart(client_file).third_party(kind, name)
 
 
 def journal_for(client_file: ClientFile, kind: str) -> Journal:
@@ -691,6 +738,7 @@ def pending_documents(client_file: ClientFile) -> QuerySet[Document]:
                           Document.Kind.CREDIT_NOTE, Document.Kind.EXPENSE])
         .exclude(pk__in=done)
         .select_related("connection")
+        .prefetch_related("lines")
         .order_by("issue_date", "pk")
     )
 
@@ -718,12 +766,13 @@ def build_entries(client_file: ClientFile, *, fetch_pdf: PdfFetcher | None = Non
     fetch = fetch_pdf or fetch_supporting_pdf
     report = BuildReport()
     years = _open_years(client_file)
+    chart = _Chart(client_file)
     for document in pending_documents(client_file):
         if not _in_years(document.issue_date, years):
             report.skipped_outside_open_years += 1
             continue
         try:
-            entry = _entry_from_document(client_file, document, fetch)
+            entry = _entry_from_document(client_file, chart, document, fetch)
         except (AccountantError, IntegrityError) as exc:
             report.failed.append(f"{document}: {exc}")
             continue
@@ -735,7 +784,7 @@ def build_entries(client_file: ClientFile, *, fetch_pdf: PdfFetcher | None = Non
             report.skipped_outside_open_years += 1
             continue
         try:
-            entry = _entry_from_transaction(client_file, transaction_row, fetch)
+            entry = _entry_from_transaction(client_file, chart, transaction_row, fetch)
         except (AccountantError, IntegrityError) as exc:
             report.failed.append(f"{transaction_row}: {exc}")
             continue
@@ -780,7 +829,9 @@ def _save_sourced_entry(
     return entry
 
 
-def _entry_from_document(client_file: ClientFile, document: Document, fetch: PdfFetcher) -> JournalEntry | None:
+def _entry_from_document(
+    client_file: ClientFile, chart: _Chart, document: Document, fetch: PdfFetcher
+) -> JournalEntry | None:
     total = Decimal(document.total_amount).quantize(CENT)
     vat = Decimal(document.tax_amount or 0).quantize(CENT)
     net = total - vat
@@ -788,34 +839,34 @@ def _entry_from_document(client_file: ClientFile, document: Document, fetch: Pdf
     number = document.number or document.external_id
     if document.kind in (Document.Kind.SUPPLIER_INVOICE, Document.Kind.BILL):
         kind = JournalEntry.Kind.PURCHASE
-        collective = _account(client_file, SUPPLIERS)
-        aux = third_party_account(client_file, Account.Kind.SUPPLIER, name)
+        collective = chart.general(SUPPLIERS)
+        aux = chart.third_party(Account.Kind.SUPPLIER, name)
         label = f"Facture {number} {name}"
-        expense_lines = _document_lines(client_file, document, net, PURCHASES)
+        expense_lines = _document_lines(chart, document, net, PURCHASES)
         raw = [*((acc, None, name, amt) for acc, amt in expense_lines),
-               (_account(client_file, DEDUCTIBLE_VAT), None, "TVA déductible", vat),
+               (chart.general(DEDUCTIBLE_VAT), None, "TVA déductible", vat),
                (collective, aux, name, -total)]
     elif document.kind == Document.Kind.EXPENSE:
         kind = JournalEntry.Kind.EXPENSE_REPORT
         label = f"Note de frais {number} {name}"
-        raw = [(_account(client_file, TRAVEL), None, name, net),
-               (_account(client_file, DEDUCTIBLE_VAT), None, "TVA déductible", vat),
-               (_account(client_file, EMPLOYEES), None, name, -total)]
+        raw = [(chart.general(TRAVEL), None, name, net),
+               (chart.general(DEDUCTIBLE_VAT), None, "TVA déductible", vat),
+               (chart.general(EMPLOYEES), None, name, -total)]
     else:
         kind = JournalEntry.Kind.SALE
         # A credit note is a sale with the opposite signs (the mirror may store it positive).
         sign = Decimal(-1) if document.kind == Document.Kind.CREDIT_NOTE and total > 0 else Decimal(1)
-        collective = _account(client_file, CUSTOMERS)
-        aux = third_party_account(client_file, Account.Kind.CUSTOMER, name)
+        collective = chart.general(CUSTOMERS)
+        aux = chart.third_party(Account.Kind.CUSTOMER, name)
         word = "Avoir" if sign < 0 else "Facture"
         label = f"{word} {number} {name}"
-        revenue_lines = _document_lines(client_file, document, net, SERVICES_SOLD)
+        revenue_lines = _document_lines(chart, document, net, SERVICES_SOLD)
         raw = [(collective, aux, name, sign * total),
                *((acc, None, name, -sign * amt) for acc, amt in revenue_lines),
-               (_account(client_file, COLLECTED_VAT), None, "TVA collectée", -sign * vat)]
+               (chart.general(COLLECTED_VAT), None, "TVA collectée", -sign * vat)]
     lines = _signed_lines(raw)
     fields: dict[str, Any] = {
-        "journal": journal_for(client_file, {
+        "journal": chart.journal({
             JournalEntry.Kind.PURCHASE: Journal.Kind.PURCHASE,
             JournalEntry.Kind.SALE: Journal.Kind.SALE,
             JournalEntry.Kind.EXPENSE_REPORT: Journal.Kind.EXPENSE_REPORT,
@@ -834,7 +885,7 @@ def _entry_from_document(client_file: ClientFile, document: Document, fetch: Pdf
 
 
 def _document_lines(
-    client_file: ClientFile, document: Document, net: Decimal, default: tuple[str, str]
+    chart: _Chart, document: Document, net: Decimal, default: tuple[str, str]
 ) -> list[tuple[Account, Decimal]]:
     """Net amount by account: the document's own line accounts when they add up, else one line."""
     lines = list(document.lines.all())
@@ -845,37 +896,34 @@ def _document_lines(
             grouped[code] = grouped.get(code, ZERO) + amount
         out = []
         for code, amount in grouped.items():
-            account = Account.objects.filter(client_file=client_file, number=code).first() or _account(
-                client_file, (code, f"Compte {code}")
-            )
-            out.append((account, amount))
+            out.append((chart.numbered(code, f"Compte {code}"), amount))
         return out
-    return [(_account(client_file, default), net)]
+    return [(chart.general(default), net)]
 
 
 def _entry_from_transaction(
-    client_file: ClientFile, row: BankTransaction, fetch: PdfFetcher
+    client_file: ClientFile, chart: _Chart, row: BankTransaction, fetch: PdfFetcher
 ) -> JournalEntry | None:
     amount = Decimal(row.amount).quantize(CENT)
     if amount == 0:
         return None
-    bank = _account(client_file, BANK)
+    bank = chart.general(BANK)
     name = row.counterparty_name or row.label or "Opération bancaire"
     if row.operation_type in ("qonto_fee", "fee", "bank_fee"):
-        other, aux = _account(client_file, BANK_FEES), None
+        other, aux = chart.general(BANK_FEES), None
     else:
         kind = Account.Kind.SUPPLIER if amount < 0 else Account.Kind.CUSTOMER
-        aux = _known_third_party(client_file, kind, name)
+        aux = chart.known_third_party(kind, name)
         if aux is not None:
-            other = _account(client_file, SUPPLIERS if amount < 0 else CUSTOMERS)
+            other = chart.general(SUPPLIERS if amount < 0 else CUSTOMERS)
         else:
             # Nobody known by that name: the suspense account, for the accountant to allocate.
-            other = _account(client_file, SUSPENSE)
+            other = chart.general(SUSPENSE)
     day = timezone.localdate(row.settled_at)
     label = f"{'Paiement' if amount < 0 else 'Encaissement'} {name}"
     lines = _signed_lines([(bank, None, label, amount), (other, aux, name, -amount)])
     fields: dict[str, Any] = {
-        "journal": journal_for(client_file, Journal.Kind.BANK),
+        "journal": chart.journal(Journal.Kind.BANK),
         "kind": JournalEntry.Kind.BANK,
         "date": day,
         "label": label[:500],
@@ -887,16 +935,6 @@ def _entry_from_transaction(
     }
     attachment_id = str(row.attachment_ids[0]) if row.attachment_ids else ""
     return _save_sourced_entry(client_file, lines, row, attachment_id, fetch, **fields)
-
-
-def _known_third_party(client_file: ClientFile, kind: str, name: str) -> Account | None:
-    ours = normalise_name(name)
-    if not ours:
-        return None
-    for account in Account.objects.filter(client_file=client_file, kind=kind):
-        if normalise_name(account.label) == ours:
-            return account
-    return None
 
 
 # --- rules ------------------------------------------------------------------------------------

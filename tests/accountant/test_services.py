@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accountant import services
@@ -462,3 +464,18 @@ def test_an_expense_report_is_owed_to_the_employee(api, org_a, accountant):
         ("421000", Decimal("0.00"), Decimal("60.00")),
     ]
     assert services.push_entry(entry).status == Push.Status.DONE
+
+
+def test_the_chart_of_accounts_is_read_once_per_build_not_once_per_document(api, org_a, accountant):
+    client_file = active_file(org_a, accountant)
+    day = open_day(api, client_file)
+    for n in range(12):
+        supplier_invoice(org_a, day, number=f"F-2026-{n:04d}", name=f"Fournisseur {n % 4}")
+        bank_debit(org_a, day, name=f"Fournisseur {n % 4}", ref=f"tx-{n}")
+    with CaptureQueriesContext(db_connection) as queries:
+        report = services.build_entries(client_file, fetch_pdf=fetch_pdf)
+    assert len(report.created) == 24 and not report.failed
+    chart_reads = [q["sql"] for q in queries.captured_queries
+                   if q["sql"].lstrip().upper().startswith("SELECT") and 'FROM "accountant_account"' in q["sql"]
+                   and "accountant_journalentryline" not in q["sql"]]
+    assert len(chart_reads) <= 3, chart_reads
