@@ -657,11 +657,6 @@ def _third_party_code(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", normalise_name(name).upper())[:10] or "DIVERS"
 
 
-def third_party_account(client_file: ClientFile, kind: str, name: str) -> Account:
-    """The supplier or customer auxiliary for ``name`` (see ``_Chart.third_party``)."""
-    return _Chart(client_file).third_party(kind, name)
-
-
 def journal_for(client_file: ClientFile, kind: str) -> Journal:
     journals = Journal.objects.filter(client_file=client_file)
     found = journals.filter(kind=kind).order_by("-remote_id", "code").first()
