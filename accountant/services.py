@@ -428,6 +428,7 @@ def refresh_reference_data(client_file: ClientFile) -> RefreshReport:
     with transaction.atomic():
         existing = {a.number: a for a in Account.objects.filter(client_file=client_file)}
         by_remote = {a.remote_id: a for a in existing.values() if a.remote_id}
+        new_accounts: list[Account] = []
         for remote in accounts:
             account = by_remote.get(remote.id) or existing.get(remote.number)
             kind = remote.kind if remote.kind in Account.Kind.values else Account.Kind.GENERAL
@@ -436,7 +437,9 @@ def refresh_reference_data(client_file: ClientFile) -> RefreshReport:
             values = {"number": remote.number, "label": remote.label[:300], "kind": kind,
                       "enabled": remote.enabled, "remote_id": remote.id, "raw": dict(remote.raw)}
             if account is None:
-                Account.objects.create(client_file=client_file, organization_id=client_file.organization_id, **values)
+                # A first pull brings the whole chart (thousands of accounts): one insert for all.
+                new_accounts.append(Account(client_file=client_file, organization_id=client_file.organization_id,
+                                            **values))
                 report.accounts_created += 1
                 report.new_account_numbers.append(remote.number)
             elif any(getattr(account, k) != v for k, v in values.items()):
@@ -444,6 +447,7 @@ def refresh_reference_data(client_file: ClientFile) -> RefreshReport:
                     setattr(account, key, value)
                 account.save()
                 report.accounts_updated += 1
+        Account.objects.bulk_create(new_accounts, batch_size=500)
         journal_rows = {j.code: j for j in Journal.objects.filter(client_file=client_file)}
         journal_by_remote = {j.remote_id: j for j in journal_rows.values() if j.remote_id}
         for remote in journals:
@@ -457,7 +461,6 @@ def refresh_reference_data(client_file: ClientFile) -> RefreshReport:
                     setattr(journal, key, value)
                 journal.save()
             report.journals += 1
-        year_rows = {y.start: y for y in FiscalYear.objects.filter(client_file=client_file)}
         for remote in years:
             status = FiscalYear.Status.CLOSED if remote.status in ("closed", "frozen") else FiscalYear.Status.OPEN
             FiscalYear.objects.update_or_create(
@@ -466,7 +469,6 @@ def refresh_reference_data(client_file: ClientFile) -> RefreshReport:
                 defaults={"end": remote.finish, "status": status, "remote_id": remote.id,
                           "remote_status": remote.status, "organization_id": client_file.organization_id},
             )
-            year_rows.pop(remote.start, None)
             report.fiscal_years += 1
         client_file.reference_synced_at = timezone.now()
         client_file.save(update_fields=["reference_synced_at", "updated_at"])
