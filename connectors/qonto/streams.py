@@ -820,6 +820,7 @@ def check_running_balances(
             )
         )
         histories.append((account_id, rows))
+    events: list[SyncEvent] = []
     for account_id, rows in histories:
         ordered = _chain_order(rows)
         for previous, current in zip(ordered, ordered[1:], strict=False):
@@ -828,7 +829,7 @@ def check_running_balances(
                 continue
             gaps += 1
             difference = current[3] - expected
-            SyncEvent.objects.create(
+            events.append(SyncEvent(
                 organization_id=connection.organization_id,
                 run=run,
                 connection=connection,
@@ -851,7 +852,9 @@ def check_running_balances(
                     "reported_balance": str(current[3]),
                     "difference": str(difference),
                 },
-            )
+            ))
+    # A broken history can have a gap on every line: one insert for all of them.
+    SyncEvent.objects.bulk_create(events, batch_size=500)
     return gaps
 
 
