@@ -612,7 +612,7 @@ class DocumentStream(QontoListStream):
         self._lines: dict[str, list[DocumentLine]] = {}
 
     def document_fields(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}.document_fields")
 
     def to_row(self, connector: Connector, record: Mapping[str, Any]) -> Row:
         external_id = clip(record.get("id"), 200)
