@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -764,26 +765,19 @@ def build_entries(client_file: ClientFile, *, fetch_pdf: PdfFetcher | None = Non
     report = BuildReport()
     years = _open_years(client_file)
     chart = _Chart(client_file)
-    for document in pending_documents(client_file):
-        if not _in_years(document.issue_date, years):
-            report.skipped_outside_open_years += 1
-            continue
-        try:
-            entry = _entry_from_document(client_file, chart, document, fetch)
-        except (AccountantError, IntegrityError) as exc:
-            report.failed.append(f"{document}: {exc}")
-            continue
-        if entry is not None:
-            report.created.append(entry)
-    for transaction_row in pending_transactions(client_file):
-        day = timezone.localdate(transaction_row.settled_at) if transaction_row.settled_at else None
+    sources: Iterable[tuple[Any, date | None, Callable[..., JournalEntry | None]]] = chain(
+        ((d, d.issue_date, _entry_from_document) for d in pending_documents(client_file)),
+        ((t, timezone.localdate(t.settled_at) if t.settled_at else None, _entry_from_transaction)
+         for t in pending_transactions(client_file)),
+    )
+    for source, day, build in sources:
         if not _in_years(day, years):
             report.skipped_outside_open_years += 1
             continue
         try:
-            entry = _entry_from_transaction(client_file, chart, transaction_row, fetch)
+            entry = build(client_file, chart, source, fetch)
         except (AccountantError, IntegrityError) as exc:
-            report.failed.append(f"{transaction_row}: {exc}")
+            report.failed.append(f"{source}: {exc}")
             continue
         if entry is not None:
             report.created.append(entry)
