@@ -308,6 +308,9 @@ HTTP_TIMEOUT = (float(os.environ.get("HTTP_CONNECT_TIMEOUT", "5")), float(os.env
 HTTP_MAX_RETRIES = int(os.environ.get("HTTP_MAX_RETRIES", "4"))
 HTTP_BACKOFF_BASE = float(os.environ.get("HTTP_BACKOFF_BASE", "0.5"))
 HTTP_BACKOFF_CAP = float(os.environ.get("HTTP_BACKOFF_CAP", "30"))
+# Seconds between interpreter thread switches while a sync runs (connectors.sync.quicker_thread_switches);
+# 0 leaves the interpreter's own (5 ms).
+SYNC_SWITCH_INTERVAL = float(os.environ.get("SYNC_SWITCH_INTERVAL", "0.0002"))
 
 # --- After a sync -------------------------------------------------------------------------
 # Tasks (dotted paths) that connectors enqueue after a sync that brought new or changed records,

@@ -60,6 +60,7 @@ from connectors.sync import (
     PreparedPage,
     db_values_for,
     json_text,
+    later,
     pipelined,
     prepare_records,
     upsert_rows,
@@ -277,6 +278,7 @@ def read_pages(
     params_for: Callable[[int], list[tuple[str, str]]],
     page: int,
     prepare: Callable[[list[dict[str, Any]]], Any] | None = None,
+    merge_prepared: Callable[[list[Any]], Any] | None = None,
 ) -> Iterator[tuple[int, list[dict[str, Any]], Any]]:
     """``(page number, records, prepared)`` of one list from ``page`` on, following ``meta.next_page``.
 
@@ -284,8 +286,12 @@ def read_pages(
     few ahead of the engine, and converted by ``prepare`` in a second thread if it is given
     (``prepared`` is what it returned, else None), while the engine writes the pages before. The engine still
     saves each page with its cursor before it takes the next, so a crash resumes after the last
-    saved page. Closing the generator waits for the request in flight.
+    saved page. Pages fetched while the engine was writing come as one: the number of the last,
+    their records in order, and ``merge_prepared`` of their prepared values (required with
+    ``prepare``). Closing the generator waits for the request in flight.
     """
+    if prepare is not None and merge_prepared is None:
+        raise TypeError("read_pages: a prepare function needs its merge_prepared")
 
     def step(number: int) -> tuple[tuple[int, list[dict[str, Any]], Any], int | None]:
         body = get_json(connector, path, params=params_for(number))
@@ -299,7 +305,12 @@ def read_pages(
         number, records, _ = item
         return number, records, prepare(records)
 
-    yield from pipelined(connector, page, step, then=convert if prepare is not None else None)
+    def merge(items: list[tuple[int, list[dict[str, Any]], Any]]) -> tuple[int, list[dict[str, Any]], Any]:
+        records = [record for _, page_records, _ in items for record in page_records]
+        prepared = merge_prepared([item[2] for item in items]) if merge_prepared is not None else None
+        return items[-1][0], records, prepared
+
+    yield from pipelined(connector, page, step, then=convert if prepare is not None else None, merge=merge)
 
 
 # --- Streams -------------------------------------------------------------------------------
@@ -440,8 +451,14 @@ class TransactionsStream(Stream):
             rows = prepare_records(connector, self, records)
             return rows, capped_high_water(records, "updated_at", started_at), db_values_for(connector, self, rows)
 
+        def merge(parts: list[tuple[list[Prepared], str | None, Any]]) -> tuple[list[Prepared], str | None, Any]:
+            high_water: str | None = None
+            for _, page_high_water, _ in parts:
+                high_water = later(high_water, page_high_water)
+            return [row for rows, _, _ in parts for row in rows], high_water, [v for _, _, values in parts for v in values]
+
         for page, records, prepared in read_pages(
-            connector, "/v2/transactions", "transactions", params_for, first_page, prepare
+            connector, "/v2/transactions", "transactions", params_for, first_page, prepare, merge
         ):
             rows, high_water, values = prepared
             yield PreparedPage(

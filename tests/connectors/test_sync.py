@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection as db_connection
+from django.db import connections
 from django.utils import timezone
 
 from connectors import sync
@@ -390,6 +391,76 @@ def test_closing_a_pipeline_early_stops_its_thread():
     assert len(started) == count and count <= 5
 
 
+def test_pipelined_pages_waiting_for_a_slow_consumer_come_merged_in_order():
+    def step(page: int) -> tuple[list[int], int | None]:
+        return [page], (page + 1 if page < 20 else None)
+
+    got: list[list[int]] = []
+    for item in sync.pipelined(_connector(), 1, step, depth=4, merge=lambda items: [n for i in items for n in i]):
+        got.append(item)
+        time.sleep(0.02)  # a slow writer: the next pages are waiting when it asks
+    assert [n for item in got for n in item] == list(range(1, 21))  # nothing lost, nothing twice, in order
+    assert len(got) < 20 and max(len(item) for item in got) <= 4
+
+
+def test_pipelined_merge_stops_at_an_error_and_hands_over_the_pages_before_it():
+    def step(page: int) -> tuple[list[int], int]:
+        if page == 4:
+            raise TimeoutError("the provider did not answer page 4")
+        return [page], page + 1
+
+    got: list[int] = []
+    pages = sync.pipelined(_connector(), 1, step, depth=8, merge=lambda items: [n for i in items for n in i])
+    time.sleep(0.1)  # pages 1-3 and the error are all waiting
+    with pytest.raises(TimeoutError, match="page 4"):
+        for item in pages:
+            got.extend(item)
+    assert got == [1, 2, 3]
+
+
+@pytest.mark.django_db
+def test_background_checkpoints_keep_the_wal_small_and_restore_the_setting(tmp_path):
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    db = DatabaseWrapper({**connections["default"].settings_dict, "ENGINE": "django.db.backends.sqlite3",
+                          "NAME": str(tmp_path / "hub.sqlite3"), "OPTIONS": {}}, alias="checkpoint-test")
+    db.ensure_connection()
+    raw = db.connection
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload TEXT)")
+    raw.commit()
+    wal = tmp_path / "hub.sqlite3-wal"
+    try:
+        with sync.background_checkpoints(db):
+            assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # not in the writer's commits
+            for _ in range(40):  # a sync's pace: a batch of pages per transaction
+                raw.execute("BEGIN")
+                raw.executemany("INSERT INTO rows (payload) VALUES (?)", [("x" * 2000,)] * 200)
+                raw.execute("COMMIT")
+                time.sleep(0.02)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                busy, log, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if log == copied:
+                    break
+            # The other connection copied the log back while the writer went on: the file holds
+            # every row, and the log was reused instead of growing to the size of all writes.
+        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert raw.execute("SELECT count(*) FROM rows").fetchone()[0] == 8000
+        assert wal.stat().st_size < 16 * 1024 * 1024 / 2  # 16 MB were written through it
+    finally:
+        db.close()
+
+
+@pytest.mark.django_db
+def test_background_checkpoints_do_nothing_on_an_in_memory_database():
+    db = connections["default"]
+    if db.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    with sync.background_checkpoints(db):
+        assert not any(t.name == "sync-checkpoint" for t in threading.enumerate())
+
+
 def test_fewer_collections_during_syncs_and_the_thresholds_restored_after():
     before = gc.get_threshold()
     with sync.fewer_collections(threshold=12_345):
@@ -398,3 +469,33 @@ def test_fewer_collections_during_syncs_and_the_thresholds_restored_after():
             pass
         assert gc.get_threshold()[0] == max(12_345, before[0])  # still one running
     assert gc.get_threshold() == before
+
+
+def test_quicker_thread_switches_during_syncs_and_the_interval_restored_after(conn, monkeypatch):
+    import sys
+
+    from django.conf import settings
+
+    before = sys.getswitchinterval()
+    assert 0 < settings.SYNC_SWITCH_INTERVAL < before
+    with sync.quicker_thread_switches(interval=0):  # switched off
+        assert sys.getswitchinterval() == before
+    with sync.quicker_thread_switches():
+        assert sys.getswitchinterval() == pytest.approx(min(settings.SYNC_SWITCH_INTERVAL, before))
+        with sync.quicker_thread_switches():  # a second sync in another thread
+            pass
+        assert sys.getswitchinterval() == pytest.approx(min(settings.SYNC_SWITCH_INTERVAL, before))  # still one running
+    assert sys.getswitchinterval() == before
+    # A sync runs with it, and gives the process its interval back however it ends.
+    seen: list[float] = []
+    real_save = sync._save_page
+
+    def watch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(sys.getswitchinterval())
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(sync, "_save_page", watch)
+    toy.REMOTE.extend(toy.remote(3))
+    assert sync_connection(conn.pk, trigger="schedule").outcome == SyncRun.Outcome.SUCCEEDED
+    assert seen and all(value == pytest.approx(min(settings.SYNC_SWITCH_INTERVAL, before)) for value in seen)
+    assert sys.getswitchinterval() == before
