@@ -58,12 +58,14 @@ from connectors.models import (
 from connectors.sync import (
     Prepared,
     PreparedPage,
+    PreparedRow,
     db_values_for,
     json_text,
     later,
     pipelined,
     prepare_records,
-    upsert_rows,
+    prepare_rows,
+    write_prepared_rows,
 )
 
 if TYPE_CHECKING:
@@ -384,6 +386,12 @@ class TransactionRow(Row):
     each an ``Attachment`` row's values, its raw payload already JSON text."""
 
     receipts: list[dict[str, Any]] = field(default_factory=list)
+    #: The receipts as :func:`~connectors.sync.prepare_rows` made them, when the converting thread
+    #: did (``TransactionsStream.pages``); else ``save_related`` prepares ``receipts`` itself.
+    receipt_rows: list[PreparedRow] | None = None
+    #: For a settled line with its balance: (id, settled_at in UTC, amount, balance, currency),
+    #: what the running-balance check reads (see ``TransactionsStream.save_related``).
+    settled: tuple[Any, ...] | None = None
 
 
 class TransactionsStream(Stream):
@@ -449,6 +457,9 @@ class TransactionsStream(Stream):
             # In the reading thread: to_row keeps no state and reads no database; the column
             # values need only the database's vendor and zone.
             rows = prepare_records(connector, self, records)
+            for _, row, _, _, _ in rows:
+                if isinstance(row, TransactionRow) and row.receipts:
+                    row.receipt_rows = prepare_rows(Attachment, self._receipt_rows(connector, row.receipts))
             return rows, capped_high_water(records, "updated_at", started_at), db_values_for(connector, self, rows)
 
         def merge(parts: list[tuple[list[Prepared], str | None, Any]]) -> tuple[list[Prepared], str | None, Any]:
@@ -486,11 +497,15 @@ class TransactionsStream(Stream):
         if not bank_account_id:
             raise ValueError("the transaction names no bank_account_id")
         settled_at = parse_timestamp(record.get("settled_at"), "settled_at")
-        raw = dict(record)
+        balance_after = cents_amount(record, "settled_balance") if settled_at else None
+        signed = sign * amount
+        currency = clip(record.get("currency") or "EUR", 3)
+        raw = record  # copied below only if something in it changes
         receipts: list[dict[str, Any]] = []
         attachments = raw.get("attachments")
         if isinstance(attachments, list) and attachments:
             # In a transaction only the embedded receipts (and their probative copies) carry URLs.
+            raw = dict(record)
             raw["attachments"] = without_urls(attachments)
             for item in raw["attachments"]:
                 if isinstance(item, dict) and item.get("id"):
@@ -501,13 +516,17 @@ class TransactionsStream(Stream):
                     receipts.append({"external_id": receipt.external_id, "raw": json_text(receipt.raw), **receipt.fields})
         if not _URL_KEYS.isdisjoint(raw):
             raw = without_urls(raw)
+        settled = None
+        if status == "completed" and settled_at is not None and balance_after is not None:
+            settled = (external_id, settled_at.astimezone(UTC), signed, balance_after, currency)
         return TransactionRow(
             receipts=receipts,
+            settled=settled,
             external_id=external_id,
             fields={
                 "bank_account_external_id": clip(bank_account_id, 200),
-                "amount": sign * amount,
-                "currency": clip(record.get("currency") or "EUR", 3),
+                "amount": signed,
+                "currency": currency,
                 "local_amount": None if local_amount is None else sign * local_amount,
                 "local_currency": clip(record.get("local_currency"), 3),
                 "side": side,
@@ -519,7 +538,7 @@ class TransactionsStream(Stream):
                 "emitted_at": parse_timestamp(record.get("emitted_at"), "emitted_at"),
                 "settled_at": settled_at,
                 # The running balance only means something once the line is settled.
-                "balance_after": cents_amount(record, "settled_balance") if settled_at else None,
+                "balance_after": balance_after,
                 "attachment_ids": [str(a) for a in record.get("attachment_ids") or []],
                 "remote_updated_at": parse_timestamp(record.get("updated_at"), "updated_at"),
             },
@@ -529,6 +548,28 @@ class TransactionsStream(Stream):
     def save_related(self, connector: Connector, saved: list[tuple[Any, Row]]) -> None:
         """Receipts' metadata (embedded with ``includes[]=attachments``) into ``Attachment``;
         settled lines of fresh accounts noted for the running-balance check."""
+        receipts: list[PreparedRow] = []
+        fresh = self._fresh
+        for _, row in saved:
+            if not isinstance(row, TransactionRow):
+                continue
+            if row.settled is not None:
+                account_id = row.fields["bank_account_external_id"]
+                if account_id in fresh:
+                    self._settled.setdefault(account_id, {})[row.external_id] = row.settled
+            if row.receipt_rows is not None:
+                receipts.extend(row.receipt_rows)
+            elif row.receipts:
+                receipts.extend(prepare_rows(Attachment, self._receipt_rows(connector, row.receipts)))
+        write_prepared_rows(
+            Attachment,
+            receipts,
+            update_fields=["raw", "synced_at", "file_name", "content_type", "size", "parent_external_id",
+                           "remote_updated_at"],
+        )
+
+    @staticmethod
+    def _receipt_rows(connector: Connector, receipts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         connection: Connection = connector.connection
         engine_values = {
             "organization_id": connection.organization_id,
@@ -537,29 +578,7 @@ class TransactionsStream(Stream):
             "fingerprint": "",
             "synced_at": timezone.now(),
         }
-        receipts: list[dict[str, Any]] = []
-        fresh = self._fresh
-        for _, row in saved:
-            fields = row.fields
-            account_id = fields["bank_account_external_id"]
-            if (
-                account_id in fresh
-                and fields["status"] == "completed"
-                and fields["settled_at"] is not None
-                and fields["balance_after"] is not None
-            ):
-                self._settled.setdefault(account_id, {})[row.external_id] = (
-                    row.external_id, fields["settled_at"].astimezone(UTC), fields["amount"], fields["balance_after"],
-                    fields["currency"],
-                )
-            for receipt in getattr(row, "receipts", ()):
-                receipts.append({**engine_values, **receipt})
-        upsert_rows(
-            Attachment,
-            receipts,
-            update_fields=["raw", "synced_at", "file_name", "content_type", "size", "parent_external_id",
-                           "remote_updated_at"],
-        )
+        return [{**engine_values, **receipt} for receipt in receipts]
 
     def after_sync(self, connector: Connector, run: SyncRun) -> None:
         check_running_balances(connector.connection, run, written={a: self._settled.get(a, {}) for a in self._fresh})

@@ -499,3 +499,24 @@ def test_quicker_thread_switches_during_syncs_and_the_interval_restored_after(co
     assert sync_connection(conn.pk, trigger="schedule").outcome == SyncRun.Outcome.SUCCEEDED
     assert seen and all(value == pytest.approx(min(settings.SYNC_SWITCH_INTERVAL, before)) for value in seen)
     assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 120_000, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no fraction written
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=UTC),
+        datetime(999, 1, 1, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, tzinfo=ZoneInfo("UTC")),
+    ],
+)
+def test_sqlite_utc_text_is_what_djangos_sqlite_backend_stores(moment):
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    class UTCConnection(SimpleNamespace):
+        timezone = UTC
+
+    expected = DatabaseOperations(UTCConnection()).adapt_datetimefield_value(moment)
+    assert sync.sqlite_utc_text(moment) == expected

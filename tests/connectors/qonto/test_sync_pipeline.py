@@ -158,3 +158,25 @@ def test_column_values_worked_out_while_reading_are_what_the_writer_would_write(
 def plain(rows: list[list[Any]]) -> list[list[Any]]:
     """Driver wrappers (psycopg's Jsonb) have no equality of their own: compare what they wrap."""
     return [[getattr(value, "obj", value) for value in row] for row in rows]
+
+
+def test_receipts_of_rows_not_prepared_while_reading_are_prepared_and_saved_by_save_related(api, conn, monkeypatch):
+    moment = timezone.now()
+    monkeypatch.setattr(qonto_streams.timezone, "now", lambda: moment)
+    stream = qonto_streams.TransactionsStream()
+    connector = conn.connector()
+    listed = qonto_streams.get_json(
+        connector, "/v2/transactions",
+        params=[("bank_account_id", api.main_account_id), ("includes[]", "attachments"), ("per_page", "100")],
+    )["transactions"]
+    with_receipts = [t for t in listed if t["attachment_ids"]][:5]
+    rows = [stream.to_row(connector, record) for record in with_receipts]
+    assert with_receipts and all(row.receipts for row in rows)
+    # Rows straight from to_row (not through the pipeline, which prepares their receipts while
+    # reading) still get their receipts written.
+    assert all(row.receipt_rows is None for row in rows)
+    stream.save_related(connector, [(None, row) for row in rows])
+    stored = set(Attachment.objects.filter(connection=conn, stream="attachments").values_list("external_id", flat=True))
+    assert stored == {str(a) for t in with_receipts for a in t["attachment_ids"]}
+    one = Attachment.objects.get(connection=conn, external_id=str(with_receipts[0]["attachment_ids"][0]))
+    assert one.parent_external_id == with_receipts[0]["id"] and one.synced_at == moment
