@@ -535,6 +535,9 @@ class DocumentLine(models.Model):
 class Attachment(MirrorRecord):
     """A file's metadata; the bytes are fetched on demand (provider URLs are short-lived)."""
 
+    # A first Qonto sync writes a receipt for every fourth transaction: no index on the
+    # connection alone, which the natural key (connection, stream, external id) starts with.
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+", db_index=False)
     file_name = models.CharField(max_length=300, blank=True)
     content_type = models.CharField(max_length=100, blank=True)
     size = models.PositiveBigIntegerField(null=True, blank=True)

@@ -144,6 +144,9 @@ def later(a: str | None, b: str | None) -> str | None:
         return b or None
     if b is None or b == "":
         return a
+    if len(a) == len(b) and a[-1] == b[-1] == "Z" and a[10] == b[10] == "T":
+        # Two UTC timestamps written alike (Qonto's): their text sorts as their instants.
+        return a if a >= b else b
     da, db = parse_datetime(a), parse_datetime(b)
     if da is not None and db is not None and (da.tzinfo is None) == (db.tzinfo is None):
         return a if da >= db else b

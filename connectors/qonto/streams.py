@@ -410,6 +410,9 @@ class TransactionsStream(Stream):
         # needs no read-back): {account: {transaction id: (id, settled_at, amount, balance, currency)}}.
         self._fresh: set[str] = set()
         self._settled: dict[str, dict[str, tuple[Any, ...]]] = {}
+        # Other accounts: the earliest settlement among the settled lines this run wrote, where
+        # their check starts.
+        self._earliest: dict[str, datetime] = {}
 
     def pages(self, connector: Connector, cursor: CursorState) -> Iterator[Page]:
         connection: Connection = connector.connection
@@ -549,7 +552,7 @@ class TransactionsStream(Stream):
         """Receipts' metadata (embedded with ``includes[]=attachments``) into ``Attachment``;
         settled lines of fresh accounts noted for the running-balance check."""
         receipts: list[PreparedRow] = []
-        fresh = self._fresh
+        fresh, earliest = self._fresh, self._earliest
         for _, row in saved:
             if not isinstance(row, TransactionRow):
                 continue
@@ -557,6 +560,8 @@ class TransactionsStream(Stream):
                 account_id = row.fields["bank_account_external_id"]
                 if account_id in fresh:
                     self._settled.setdefault(account_id, {})[row.external_id] = row.settled
+                elif account_id not in earliest or row.settled[1] < earliest[account_id]:
+                    earliest[account_id] = row.settled[1]
             if row.receipt_rows is not None:
                 receipts.extend(row.receipt_rows)
             elif row.receipts:
@@ -581,7 +586,12 @@ class TransactionsStream(Stream):
         return [{**engine_values, **receipt} for receipt in receipts]
 
     def after_sync(self, connector: Connector, run: SyncRun) -> None:
-        check_running_balances(connector.connection, run, written={a: self._settled.get(a, {}) for a in self._fresh})
+        check_running_balances(
+            connector.connection,
+            run,
+            written={a: self._settled.get(a, {}) for a in self._fresh},
+            earliest=self._earliest,
+        )
 
 
 def attachment_row(item: Mapping[str, Any], parent: str = "", *, cleaned: bool = False) -> Row:
@@ -808,7 +818,10 @@ STREAMS: tuple[type[Stream], ...] = (
 
 # --- Running-balance continuity ------------------------------------------------------------
 def check_running_balances(
-    connection: Connection, run: SyncRun, written: Mapping[str, Mapping[str, tuple[Any, ...]]] | None = None
+    connection: Connection,
+    run: SyncRun,
+    written: Mapping[str, Mapping[str, tuple[Any, ...]]] | None = None,
+    earliest: Mapping[str, datetime] | None = None,
 ) -> int:
     """Flag settled transactions whose balances do not chain; returns how many gaps were found.
 
@@ -821,6 +834,9 @@ def check_running_balances(
     ``written`` maps accounts whose every mirror row was written by this run (a first sync of
     the account) to their settled lines ``{id: (id, settled_at, amount, balance_after,
     currency)}`` in write order: those accounts are checked from memory, not read back.
+    ``earliest`` gives, for the other accounts, the earliest settlement among the settled lines
+    the run wrote (the stream notes them as it saves); without it they are found in the mirror
+    by their ``synced_at``, which reads every row of the connection.
     """
     written = written or {}
     gaps = 0
@@ -828,15 +844,17 @@ def check_running_balances(
         connection=connection, stream="transactions", status="completed", settled_at__isnull=False,
         balance_after__isnull=False,
     )
-    touched = (
-        settled.filter(synced_at__gte=run.started_at)
-        .exclude(bank_account_external_id__in=list(written))
-        .values_list("bank_account_external_id", "settled_at")
-    )
-    earliest: dict[str, datetime] = {}
-    for account_id, settled_at in touched:
-        if account_id not in earliest or settled_at < earliest[account_id]:
-            earliest[account_id] = settled_at
+    if earliest is None:
+        found: dict[str, datetime] = {}
+        touched = (
+            settled.filter(synced_at__gte=run.started_at)
+            .exclude(bank_account_external_id__in=list(written))
+            .values_list("bank_account_external_id", "settled_at")
+        )
+        for account_id, settled_at in touched:
+            if account_id not in found or settled_at < found[account_id]:
+                found[account_id] = settled_at
+        earliest = found
     names = dict(
         BankAccount.objects.filter(connection=connection).values_list("external_id", "name")
     )

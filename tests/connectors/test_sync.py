@@ -256,6 +256,10 @@ def test_fingerprint_is_canonical():
     assert sync.fingerprint(a) == sync.fingerprint(b)
     assert sync.later("2026-01-01T00:00:00Z", "2026-01-01T01:00:00+02:00") == "2026-01-01T00:00:00Z"
     assert sync.later(None, "x") == "x"
+    # Alike UTC texts compare as text; anything else as instants.
+    assert sync.later("2026-01-02T03:04:05.120Z", "2026-01-02T03:04:05.099Z") == "2026-01-02T03:04:05.120Z"
+    assert sync.later("2026-01-02T03:04:05.099Z", "2026-01-02T03:04:05.120Z") == "2026-01-02T03:04:05.120Z"
+    assert sync.later("2026-01-02T03:04:05.9Z", "2026-01-02T03:04:05.10Z") == "2026-01-02T03:04:05.9Z"
 
 
 @pytest.mark.postgres
