@@ -577,9 +577,10 @@ def _renew_lease(connection: Connection, owner: str) -> None:
 
 
 class _PageBook:
-    """The bookkeeping written with every page — lease renewal, cursor position, the run's
-    counts — as three UPDATEs compiled once per stream: through the ORM they cost more than a
-    tenth of a first sync's time."""
+    """The bookkeeping of a batch of pages — the lease renewed as its transaction starts, the
+    cursor position and the run's counts written before it commits — as three UPDATEs compiled
+    once per stream: through the ORM, and once per page, they cost more than a tenth of a first
+    sync's time."""
 
     def __init__(self, connection: Connection, owner: str, cursor_id: int, run_id: int) -> None:
         self.db = connections[router.db_for_write(SyncCursor)]
@@ -665,18 +666,27 @@ def _sync_stream(connector: Any, stream: Stream, run: SyncRun, owner: str, *, fu
     )
 
     pages = stream.pages(connector, state)
-    batch = _PageBatch()
     book = _PageBook(connection, owner, cursor.pk, run.pk)
+    saved_position: dict[str, Any] = {}
+
+    def before_commit() -> None:
+        # The cursor after the last page saved, and the run's counts, with those pages.
+        _count_http(run, connector)
+        book.save_page(saved_position, run)
+
+    batch = _PageBatch(before_commit)
     try:
         for page in pages:
             high_water = later(high_water, page.high_water)
             position = dict(page.position or {})
             position[ENGINE_KEY] = {"full": full, "high_water": high_water, "run": run.pk}
-            with batch.page():
+            if batch.begin():
+                # Renewed as each transaction starts: the lease row stays locked by it until it
+                # commits, so no other worker can take the lease while its pages are written.
                 book.renew_lease()
+            with batch.page():
                 _save_page(connector, stream, model, run, page, known=known)
-                _count_http(run, connector)
-                book.save_page(position, run)
+            saved_position = position
             batch.page_done()
         batch.commit()
     except BaseException:
@@ -706,36 +716,55 @@ def _sync_stream(connector: Any, stream: Stream, run: SyncRun, owner: str, *, fu
 
 
 class _PageBatch:
-    """Commits several pages at a time; each page and its cursor are one savepoint inside.
+    """Commits several pages at a time; each page is one savepoint inside.
 
-    A page's rows, its cursor position and the run's counts are written in one savepoint, so a
-    page is saved whole or not at all. The enclosing transaction is committed once it has been
-    open :data:`COMMIT_SECONDS` (and when the stream ends or fails): on SQLite and PostgreSQL a
-    commit costs a WAL write of every page touched (the natural-key index is hit at random), so
-    one per page was a quarter of a first sync. A crash loses at most the pages of the open
-    batch — rows and cursor together — and the next run reads them again: no duplicate, no gap.
-    A Python exception commits the pages before it (:meth:`commit_after_failure`).
+    A page's rows are written in one savepoint, so a page is saved whole or not at all; the
+    cursor position after the last page saved and the run's counts are written just before each
+    commit (``before_commit``), in the same transaction as the pages. The enclosing transaction
+    is committed once it has been open :data:`COMMIT_SECONDS` (and when the stream ends or
+    fails): on SQLite and PostgreSQL a commit costs a WAL write of every page touched (the
+    natural-key index is hit at random), so one per page was a quarter of a first sync. A crash
+    loses at most the pages of the open batch — rows and cursor together — and the next run
+    reads them again: no duplicate, no gap. A Python exception commits the pages before it
+    (:meth:`commit_after_failure`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, before_commit: Callable[[], None]) -> None:
+        self._before_commit = before_commit
         self._outer: Any = None
         self._opened = 0.0
+        self._saved = 0  # pages saved in the open transaction
+
+    def begin(self) -> bool:
+        """Open the batch's transaction if none is open; True if this call opened it."""
+        if self._outer is not None:
+            return False
+        self._outer = transaction.atomic()
+        self._outer.__enter__()
+        self._opened = time.monotonic()
+        self._saved = 0
+        return True
 
     def page(self) -> Any:
-        if self._outer is None:
-            self._outer = transaction.atomic()
-            self._outer.__enter__()
-            self._opened = time.monotonic()
+        self.begin()
         return transaction.atomic()
 
     def page_done(self) -> None:
+        self._saved += 1
         if time.monotonic() - self._opened >= COMMIT_SECONDS:
             self.commit()
 
     def commit(self) -> None:
         outer, self._outer = self._outer, None
-        if outer is not None:
-            outer.__exit__(None, None, None)
+        if outer is None:
+            return
+        try:
+            if self._saved:
+                self._before_commit()
+        except BaseException as exc:
+            outer.__exit__(type(exc), exc, exc.__traceback__)  # rolls the batch back
+            raise
+        outer.__exit__(None, None, None)
 
     def commit_after_failure(self) -> None:
         try:

@@ -143,6 +143,9 @@ def test_a_second_sync_while_the_lease_is_held_is_skipped(conn):
 
 
 def test_a_sync_that_lost_its_lease_stops_without_writing(conn, monkeypatch):
+    # Each page its own transaction: the lease is renewed (and its row locked) as a transaction
+    # starts, so it can only be lost between two of them.
+    monkeypatch.setattr(sync, "COMMIT_SECONDS", 0.0)
     toy.REMOTE.extend(toy.remote(4))
     real_save = sync._save_page
 
@@ -205,7 +208,8 @@ def test_unknown_streams_and_triggers_are_refused_before_any_bookkeeping(conn):
     assert not SyncRun.objects.exists()
 
 
-def test_progress_is_saved_page_by_page(conn, monkeypatch):
+def test_progress_is_saved_with_each_commit(conn, monkeypatch):
+    monkeypatch.setattr(sync, "COMMIT_SECONDS", 0.0)  # a commit after every page
     toy.REMOTE.extend(toy.remote(6))
     seen: list[int] = []
     real_save = sync._save_page
@@ -216,8 +220,25 @@ def test_progress_is_saved_page_by_page(conn, monkeypatch):
 
     monkeypatch.setattr(sync, "_save_page", watch)
     sync_connection(conn.pk, trigger="schedule")
-    # What another process (the admin) reads before each page: the counts of the pages before.
+    # What another process (the admin) reads before each page: the counts of the pages committed.
     assert seen[:3] == [0, 2, 4]
+
+
+def test_a_batch_of_pages_renews_the_lease_and_saves_the_cursor_once(conn, monkeypatch):
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(sync, "COMMIT_SECONDS", 3600.0)  # every page in one transaction
+    toy.REMOTE.extend(toy.remote(6))
+    with CaptureQueriesContext(db_connection) as queries:
+        run = sync_connection(conn.pk, trigger="schedule")
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED and run.created == 6
+    statements = [q["sql"] for q in queries]
+    # The lease: renewed as the batch starts and once more as the stream ends.
+    assert sum('SET "lease_expires_at"' in sql for sql in statements) == 2
+    # The cursor's position after the last page, with the run's counts, just before the commit.
+    assert sum(sql.startswith('UPDATE "connectors_synccursor" SET "position"') for sql in statements) == 1
+    assert sum(sql.startswith('UPDATE "connectors_syncrun" SET "read"') for sql in statements) == 1
+    assert SyncRun.objects.get(pk=run.pk).read == 6
 
 
 def test_upsert_keeps_one_row_per_natural_key_per_connection(conn, org_a):
