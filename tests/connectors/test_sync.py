@@ -478,10 +478,8 @@ def test_background_checkpoints_keep_the_wal_small_and_restore_the_setting(tmp_p
 
 
 @pytest.mark.django_db
-def test_background_checkpoints_do_nothing_on_an_in_memory_database():
-    db = connections["default"]
-    if db.vendor != "sqlite":
-        pytest.skip("SQLite only")
+def test_background_checkpoints_do_nothing_on_an_in_memory_database_or_postgresql():
+    db = connections["default"]  # the test database: SQLite in memory, or PostgreSQL
     with sync.background_checkpoints(db):
         assert not any(t.name == "sync-checkpoint" for t in threading.enumerate())
 
