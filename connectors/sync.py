@@ -409,8 +409,9 @@ def sync_connection(
     return _finish(run, started, outcome, error=error)
 
 
-#: How often the checkpointing thread of :func:`background_checkpoints` copies the WAL back.
-CHECKPOINT_EVERY = 0.05
+#: How often the checkpointing thread of :func:`background_checkpoints` copies the WAL back: about
+#: once per commit of a sync (see COMMIT_SECONDS); each checkpoint syncs the files to disk.
+CHECKPOINT_EVERY = 0.25
 
 
 @contextmanager
@@ -923,7 +924,7 @@ def prepare_records(connector: Any, stream: Stream, records: Iterable[Any]) -> l
             row = to_row(connector, record)
             if not row.external_id:
                 raise ValueError("the record has no identifier")
-            if not ENGINE_FIELDS.isdisjoint(row.fields):
+            if field_names(row.fields) not in _mapped_names and not _mapping_checked(row.fields):
                 raise ValueError(f"the mapping sets engine columns {sorted(ENGINE_FIELDS.intersection(row.fields))}")
             raw_json = canonical_bytes(row.raw)
             digest = hashlib.sha256(b'{"fields":%b,"raw":%b}' % (canonical_bytes(row.fields), raw_json)).hexdigest()
@@ -960,6 +961,18 @@ def field_names(fields: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 _sorted_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+#: Field-name lists known to leave the engine's columns alone (checked once each).
+_mapped_names: set[tuple[str, ...]] = set()
+
+
+def _mapping_checked(fields: Mapping[str, Any]) -> bool:
+    """True, and remembered, if a row's fields set none of the engine's columns."""
+    if not ENGINE_FIELDS.isdisjoint(fields):
+        return False
+    if len(_mapped_names) >= 1024:
+        _mapped_names.clear()
+    _mapped_names.add(field_names(fields))
+    return True
 
 
 def _group_by_fields(changed: Iterable[tuple[Row, str, str]]) -> list[tuple[list[str], list[tuple[Row, str, str]]]]:

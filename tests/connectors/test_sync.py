@@ -444,7 +444,7 @@ def test_pipelined_merge_stops_at_an_error_and_hands_over_the_pages_before_it():
 
 
 @pytest.mark.django_db
-def test_background_checkpoints_keep_the_wal_small_and_restore_the_setting(tmp_path):
+def test_background_checkpoints_keep_the_wal_small_and_restore_the_setting(tmp_path, monkeypatch):
     from django.db.backends.sqlite3.base import DatabaseWrapper
 
     db = DatabaseWrapper({**connections["default"].settings_dict, "ENGINE": "django.db.backends.sqlite3",
@@ -455,6 +455,7 @@ def test_background_checkpoints_keep_the_wal_small_and_restore_the_setting(tmp_p
     raw.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload TEXT)")
     raw.commit()
     wal = tmp_path / "hub.sqlite3-wal"
+    monkeypatch.setattr(sync, "CHECKPOINT_EVERY", 0.05)  # this test writes 16 MB in about a second
     try:
         with sync.background_checkpoints(db):
             assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # not in the writer's commits
@@ -543,3 +544,21 @@ def test_sqlite_utc_text_is_what_djangos_sqlite_backend_stores(moment):
 
     expected = DatabaseOperations(UTCConnection()).adapt_datetimefield_value(moment)
     assert sync.sqlite_utc_text(moment) == expected
+
+
+def test_a_mapping_that_sets_an_engine_column_fails_its_record_every_time():
+    class Sloppy:
+        name = "sloppy"
+
+        def to_row(self, connector, record):  # type: ignore[no-untyped-def]
+            fields = {"label": record["label"]}
+            if record.get("sloppy"):
+                fields["connection_id"] = 99  # the engine's column, not the mapping's
+            return toy.Row(external_id=record["id"], fields=fields, raw=record)
+
+    records = [{"id": "1", "label": "a"}, {"id": "2", "label": "b", "sloppy": True}, {"id": "3", "label": "c", "sloppy": True}]
+    prepared = sync.prepare_records(None, Sloppy(), records)
+    errors = [error for _, _, _, _, error in prepared]
+    assert errors[0] is None
+    # Checked per record, not once per field list: the same sloppy fields fail again.
+    assert all(isinstance(e, ValueError) and "engine columns ['connection_id']" in str(e) for e in errors[1:])
