@@ -377,6 +377,7 @@ def report(runs: list[dict[str, Any]], sandbox: dict[str, Any]) -> str:
         return " | ".join(format(v, fmt) + unit for v in values)
 
     reps = " | ".join(f"run {r['rep']}" for r in runs)
+    cores = statistics.median([r["sync_cpu"] for r in runs]) / median_sync
     interval = last.get("switch_interval", 0)
     switching = (
         f"threads hand the interpreter lock over every {interval * 1000:g} ms (`SYNC_SWITCH_INTERVAL`; at "
@@ -422,9 +423,9 @@ def report(runs: list[dict[str, Any]], sandbox: dict[str, Any]) -> str:
         "in one savepoint, with the lease renewed as each batch transaction starts and the cursor and counts "
         "written once before it commits (every 0.25 s); a fourth thread copies SQLite's write-ahead log back "
         "into the database (passive checkpoints) so that no commit does it. While a sync runs the garbage "
-        f"collector runs less often and {switching}. The hub's process uses about one core "
-        "and a half (CPU row above) while the sandbox serving the pages is another busy process on the same "
-        "two cores. The machine's speed drifts by ±15 % within a minute, hence five runs and the median.",
+        f"collector runs less often and {switching}. The hub's process keeps about {cores:.1f} cores busy "
+        "(CPU row above over the sync's time) while the sandbox serving the pages is another busy process on "
+        "the same two cores. The machine's speed drifts by ±15 % within a minute, hence five runs and the median.",
         "",
         "(d) Requests sent by the no-change re-sync (last run; counted on the hub's side by a counting "
         f"session, total {last['resync_requests']} = `SyncRun.requests`; {last['resync_changed']} rows changed):",
