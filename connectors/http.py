@@ -51,18 +51,31 @@ _sessions: dict[str, requests.Session] = {}
 session_factory: Callable[[str], requests.Session] | None = None
 
 
-class HubSession(requests.Session):
-    """A ``requests.Session`` that reads the proxy and CA-bundle environment once a minute per host.
+class _ConnectorAuth(requests.auth.AuthBase):
+    """The session's default authentication: the request as the connector built it."""
 
-    requests reads them on every request (``merge_environment_settings`` scans ``os.environ``
-    twice, a sizeable share of a request's own CPU on a long sync); the settings a host got are
-    kept :attr:`ENV_TTL` seconds. Explicit ``proxies`` or ``trust_env = False`` bypass the cache.
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+class HubSession(requests.Session):
+    """A ``requests.Session`` that reads the proxy and CA-bundle environment once a minute per host,
+    and never ``~/.netrc``.
+
+    requests reads the environment on every request (``merge_environment_settings`` scans
+    ``os.environ`` twice, a sizeable share of a request's own CPU on a long sync); the settings a
+    host got are kept :attr:`ENV_TTL` seconds. Explicit ``proxies`` or ``trust_env = False``
+    bypass the cache. A request without ``auth`` would also look for a ``.netrc`` file each
+    time and, if it named the provider's host, replace the ``Authorization`` header the connector
+    set with the file's login: a connection's credentials are its own, so the session's default
+    authentication leaves the request as it is.
     """
 
     ENV_TTL = 60.0
 
     def __init__(self) -> None:
         super().__init__()
+        self.auth = _ConnectorAuth()
         self._env_settings: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:

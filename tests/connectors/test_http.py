@@ -38,3 +38,20 @@ def test_the_hub_session_reads_the_proxy_environment_once_per_host(monkeypatch):
     # Explicit proxies are never cached.
     given = session.merge_environment_settings("https://api.test/a", {"https": "http://given:1"}, None, None, None)
     assert given["proxies"]["https"] == "http://given:1"
+
+
+@responses.activate
+def test_a_netrc_file_never_replaces_the_credentials_a_connector_sends(monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.test login someone password elses\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    responses.get("https://api.test/v2/organization", json={"organization": {}})
+    # What plain requests does: the file's login replaces the header.
+    requests.Session().get("https://api.test/v2/organization", headers={"Authorization": "acme:secret"})
+    assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+    http.HubSession().get("https://api.test/v2/organization", headers={"Authorization": "acme:secret"})
+    assert responses.calls[1].request.headers["Authorization"] == "acme:secret"
+    # An explicit auth still applies (an OAuth token exchange's client credentials, say).
+    http.HubSession().get("https://api.test/v2/organization", auth=("client", "pw"))
+    assert responses.calls[2].request.headers["Authorization"].startswith("Basic ")
