@@ -394,12 +394,10 @@ class BankAccountsStream(Stream):
 @dataclass
 class TransactionRow(Row):
     """A transaction's row, with the receipts embedded in its record (for ``save_related``):
-    each an ``Attachment`` row's values, its raw payload already JSON text."""
+    each an ``Attachment`` row as :func:`~connectors.sync.prepare_rows` makes it, ready to write
+    (``to_row`` runs in the converting thread, off the thread that writes)."""
 
-    receipts: list[dict[str, Any]] = field(default_factory=list)
-    #: The receipts as :func:`~connectors.sync.prepare_rows` made them, when the converting thread
-    #: did (``TransactionsStream.pages``); else ``save_related`` prepares ``receipts`` itself.
-    receipt_rows: list[PreparedRow] | None = None
+    receipts: list[PreparedRow] = field(default_factory=list)
     #: For a settled line with its balance: (id, settled_at in UTC, amount, balance, currency),
     #: what the running-balance check reads (see ``TransactionsStream.save_related``).
     settled: tuple[Any, ...] | None = None
@@ -471,9 +469,6 @@ class TransactionsStream(Stream):
             # In the reading thread: to_row keeps no state and reads no database; the column
             # values need only the database's vendor and zone.
             rows = prepare_records(connector, self, records)
-            for _, row, _, _, _ in rows:
-                if isinstance(row, TransactionRow) and row.receipts:
-                    row.receipt_rows = prepare_rows(Attachment, self._receipt_rows(connector, row.receipts))
             return rows, capped_high_water(records, "updated_at", started_at), db_values_for(connector, self, rows)
 
         def merge(parts: list[tuple[list[Prepared], str | None, Any]]) -> tuple[list[Prepared], str | None, Any]:
@@ -515,19 +510,21 @@ class TransactionsStream(Stream):
         signed = sign * amount
         currency = clip(record.get("currency") or "EUR", 3)
         raw = record  # copied below only if something in it changes
-        receipts: list[dict[str, Any]] = []
+        receipts: list[PreparedRow] = []
         attachments = raw.get("attachments")
         if isinstance(attachments, list) and attachments:
             # In a transaction only the embedded receipts (and their probative copies) carry URLs.
             raw = dict(record)
             raw["attachments"] = without_urls(attachments)
+            found: list[dict[str, Any]] = []
             for item in raw["attachments"]:
                 if isinstance(item, dict) and item.get("id"):
                     try:
                         receipt = attachment_row(item, parent=external_id, cleaned=True)
                     except ValueError as exc:
                         raise ValueError(f"its receipt {item.get('id')}: {exc}") from None
-                    receipts.append({"external_id": receipt.external_id, "raw": json_text(receipt.raw), **receipt.fields})
+                    found.append({"external_id": receipt.external_id, "raw": json_text(receipt.raw), **receipt.fields})
+            receipts = _receipt_rows(connector.connection, found)
         if "url" in raw or "file_url" in raw:  # _URL_KEYS, without walking the record's keys
             raw = without_urls(raw)
         settled = None
@@ -573,28 +570,13 @@ class TransactionsStream(Stream):
                     self._settled.setdefault(account_id, {})[row.external_id] = row.settled
                 elif account_id not in earliest or row.settled[1] < earliest[account_id]:
                     earliest[account_id] = row.settled[1]
-            if row.receipt_rows is not None:
-                receipts.extend(row.receipt_rows)
-            elif row.receipts:
-                receipts.extend(prepare_rows(Attachment, self._receipt_rows(connector, row.receipts)))
+            receipts.extend(row.receipts)
         write_prepared_rows(
             Attachment,
             receipts,
             update_fields=["raw", "synced_at", "file_name", "content_type", "size", "parent_external_id",
                            "remote_updated_at"],
         )
-
-    @staticmethod
-    def _receipt_rows(connector: Connector, receipts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        connection: Connection = connector.connection
-        engine_values = {
-            "organization_id": connection.organization_id,
-            "connection_id": connection.pk,
-            "stream": "attachments",
-            "fingerprint": "",
-            "synced_at": timezone.now(),
-        }
-        return [{**engine_values, **receipt} for receipt in receipts]
 
     def after_sync(self, connector: Connector, run: SyncRun) -> None:
         check_running_balances(
@@ -603,6 +585,20 @@ class TransactionsStream(Stream):
             written={a: self._settled.get(a, {}) for a in self._fresh},
             earliest=self._earliest,
         )
+
+
+def _receipt_rows(connection: Connection, receipts: list[dict[str, Any]]) -> list[PreparedRow]:
+    """A transaction's receipts as ``Attachment`` rows of the connection, ready to write."""
+    if not receipts:
+        return []
+    engine_values = {
+        "organization_id": connection.organization_id,
+        "connection_id": connection.pk,
+        "stream": "attachments",
+        "fingerprint": "",
+        "synced_at": timezone.now(),
+    }
+    return prepare_rows(Attachment, [{**engine_values, **receipt} for receipt in receipts])
 
 
 def attachment_row(item: Mapping[str, Any], parent: str = "", *, cleaned: bool = False) -> Row:
@@ -831,8 +827,9 @@ STREAMS: tuple[type[Stream], ...] = (
 def check_running_balances(
     connection: Connection,
     run: SyncRun,
-    written: Mapping[str, Mapping[str, tuple[Any, ...]]] | None = None,
-    earliest: Mapping[str, datetime] | None = None,
+    *,
+    written: Mapping[str, Mapping[str, tuple[Any, ...]]],
+    earliest: Mapping[str, datetime],
 ) -> int:
     """Flag settled transactions whose balances do not chain; returns how many gaps were found.
 
@@ -846,26 +843,13 @@ def check_running_balances(
     the account) to their settled lines ``{id: (id, settled_at, amount, balance_after,
     currency)}`` in write order: those accounts are checked from memory, not read back.
     ``earliest`` gives, for the other accounts, the earliest settlement among the settled lines
-    the run wrote (the stream notes them as it saves); without it they are found in the mirror
-    by their ``synced_at``, which reads every row of the connection.
+    the run wrote (the stream notes them as it saves), where their check starts.
     """
-    written = written or {}
     gaps = 0
     settled = BankTransaction.objects.filter(
         connection=connection, stream="transactions", status="completed", settled_at__isnull=False,
         balance_after__isnull=False,
     )
-    if earliest is None:
-        found: dict[str, datetime] = {}
-        touched = (
-            settled.filter(synced_at__gte=run.started_at)
-            .exclude(bank_account_external_id__in=list(written))
-            .values_list("bank_account_external_id", "settled_at")
-        )
-        for account_id, settled_at in touched:
-            if account_id not in found or settled_at < found[account_id]:
-                found[account_id] = settled_at
-        earliest = found
     names = dict(
         BankAccount.objects.filter(connection=connection).values_list("external_id", "name")
     )

@@ -160,7 +160,7 @@ def plain(rows: list[list[Any]]) -> list[list[Any]]:
     return [[getattr(value, "obj", value) for value in row] for row in rows]
 
 
-def test_receipts_of_rows_not_prepared_while_reading_are_prepared_and_saved_by_save_related(api, conn, monkeypatch):
+def test_receipts_of_rows_straight_from_to_row_are_saved_by_save_related(api, conn, monkeypatch):
     moment = timezone.now()
     monkeypatch.setattr(qonto_streams.timezone, "now", lambda: moment)
     stream = qonto_streams.TransactionsStream()
@@ -172,9 +172,9 @@ def test_receipts_of_rows_not_prepared_while_reading_are_prepared_and_saved_by_s
     with_receipts = [t for t in listed if t["attachment_ids"]][:5]
     rows = [stream.to_row(connector, record) for record in with_receipts]
     assert with_receipts and all(row.receipts for row in rows)
-    # Rows straight from to_row (not through the pipeline, which prepares their receipts while
-    # reading) still get their receipts written.
-    assert all(row.receipt_rows is None for row in rows)
+    # Rows straight from to_row (not through the pipeline) carry their receipts ready to write,
+    # one Attachment row per embedded receipt, and save_related writes them.
+    assert [len(row.receipts) for row in rows] == [len(t["attachment_ids"]) for t in with_receipts]
     stream.save_related(connector, [(None, row) for row in rows])
     stored = set(Attachment.objects.filter(connection=conn, stream="attachments").values_list("external_id", flat=True))
     assert stored == {str(a) for t in with_receipts for a in t["attachment_ids"]}
