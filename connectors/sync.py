@@ -82,6 +82,9 @@ COMMIT_SECONDS = 0.25
 #: of the position belongs to the stream and is handed back to it untouched.
 ENGINE_KEY = "_sync"
 
+#: The natural key of mirror rows (``MirrorRecord.natural_key_constraint``): what an upsert conflicts on.
+NATURAL_KEY = ("connection", "stream", "external_id")
+
 #: Columns the engine sets itself; a stream's ``Row.fields`` may not override them.
 ENGINE_FIELDS = frozenset({"organization", "organization_id", "connection", "connection_id", "stream",
                            "external_id", "raw", "fingerprint", "synced_at", "id", "pk"})
@@ -138,14 +141,20 @@ def fingerprint(row: Row) -> str:
 
 
 # --- High-water marks ------------------------------------------------------------------------
+def utc_texts_alike(texts: Sequence[str]) -> bool:
+    """Whether non-empty ISO timestamps are all UTC and written alike (``2026-01-02T03:04:05.123Z``,
+    Qonto's way): then their text sorts as their instants, with no parsing."""
+    first = len(texts[0])
+    return all(len(text) == first and text[-1] == "Z" and text[10] == "T" for text in texts)
+
+
 def later(a: str | None, b: str | None) -> str | None:
     """The later of two incremental markers; ISO timestamps are compared as instants."""
     if a is None or a == "":
         return b or None
     if b is None or b == "":
         return a
-    if len(a) == len(b) and a[-1] == b[-1] == "Z" and a[10] == b[10] == "T":
-        # Two UTC timestamps written alike (Qonto's): their text sorts as their instants.
+    if utc_texts_alike((a, b)):
         return a if a >= b else b
     da, db = parse_datetime(a), parse_datetime(b)
     if da is not None and db is not None and (da.tzinfo is None) == (db.tzinfo is None):
@@ -566,17 +575,6 @@ def _claim_lease(connection: Connection, owner: str) -> bool:
     return claimed == 1
 
 
-def _renew_lease(connection: Connection, owner: str) -> None:
-    renewed = Connection.objects.filter(pk=connection.pk, lease_owner=owner).update(
-        lease_expires_at=timezone.now() + timedelta(seconds=LEASE_SECONDS)
-    )
-    if renewed != 1:
-        raise LeaseLost(
-            "This sync lost its lease on the connection (it ran longer than the lease without "
-            "renewing and another sync took over); it stopped without writing its last page."
-        )
-
-
 class _PageBook:
     """The bookkeeping of a batch of pages — the lease renewed as its transaction starts, the
     cursor position and the run's counts written before it commits — as three UPDATEs compiled
@@ -704,7 +702,7 @@ def _sync_stream(connector: Any, stream: Stream, run: SyncRun, owner: str, *, fu
 
     now = timezone.now()
     with transaction.atomic():
-        _renew_lease(connection, owner)
+        book.renew_lease()
         SyncCursor.objects.filter(pk=cursor.pk).update(
             # A full resync may lower the marker (records deleted remotely, a bad marker): its
             # own high-water mark is the truth. An incremental run only moves it forward.
@@ -855,7 +853,7 @@ def _save_page(
             table.write(
                 params,
                 update_fields=["raw", "fingerprint", "synced_at", *names],
-                unique_fields=("connection", "stream", "external_id"),
+                unique_fields=NATURAL_KEY,
                 insert_only=insert_only,
             )
             if save_related is None:
@@ -924,8 +922,12 @@ def prepare_records(connector: Any, stream: Stream, records: Iterable[Any]) -> l
             row = to_row(connector, record)
             if not row.external_id:
                 raise ValueError("the record has no identifier")
-            if field_names(row.fields) not in _mapped_names and not _mapping_checked(row.fields):
-                raise ValueError(f"the mapping sets engine columns {sorted(ENGINE_FIELDS.intersection(row.fields))}")
+            names = field_names(row.fields)
+            if names not in _mapped_names:  # checked once per field list that passes
+                clash = ENGINE_FIELDS.intersection(names)
+                if clash:
+                    raise ValueError(f"the mapping sets engine columns {sorted(clash)}")
+                _remember(_mapped_names, names)
             raw_json = canonical_bytes(row.raw)
             digest = hashlib.sha256(b'{"fields":%b,"raw":%b}' % (canonical_bytes(row.fields), raw_json)).hexdigest()
             prepared.append((record, row, raw_json.decode("utf-8", "surrogatepass"), digest, None))
@@ -954,25 +956,21 @@ def field_names(fields: Mapping[str, Any]) -> tuple[str, ...]:
     given = tuple(fields)
     names = _sorted_names.get(given)
     if names is None:
-        if len(_sorted_names) >= 1024:
-            _sorted_names.clear()
-        names = _sorted_names[given] = tuple(sorted(given))
+        names = tuple(sorted(given))
+        _remember(_sorted_names, given, names)
     return names
 
 
+#: Per-process memos of field-name lists, kept small (a process sees a few dozen lists).
 _sorted_names: dict[tuple[str, ...], tuple[str, ...]] = {}
-#: Field-name lists known to leave the engine's columns alone (checked once each).
-_mapped_names: set[tuple[str, ...]] = set()
+#: Field-name lists known to leave the engine's columns alone.
+_mapped_names: dict[tuple[str, ...], None] = {}
 
 
-def _mapping_checked(fields: Mapping[str, Any]) -> bool:
-    """True, and remembered, if a row's fields set none of the engine's columns."""
-    if not ENGINE_FIELDS.isdisjoint(fields):
-        return False
-    if len(_mapped_names) >= 1024:
-        _mapped_names.clear()
-    _mapped_names.add(field_names(fields))
-    return True
+def _remember(memo: dict[Any, Any], key: Any, value: Any = None, limit: int = 1024) -> None:
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
 
 
 def _group_by_fields(changed: Iterable[tuple[Row, str, str]]) -> list[tuple[list[str], list[tuple[Row, str, str]]]]:
@@ -1289,9 +1287,7 @@ class _Table:
                 # In the driver's own placeholder style: Django's SQLite cursor would rewrite
                 # every statement's thousands of %s with a regular expression at each call.
                 sql = f"{head}{', '.join([values] * len(chunk))}{tail}".replace("%s", "?")
-                if len(self._multi_sql) >= 256:  # one text per batch size: keep the cache small
-                    self._multi_sql.clear()
-                self._multi_sql[key] = sql
+                _remember(self._multi_sql, key, sql, limit=256)  # one text per batch size
             sqlite3.Cursor.execute(cursor.cursor, sql, [value for row in chunk for value in row])
 
     def _max_variables(self) -> int:
@@ -1358,7 +1354,7 @@ def upsert(
     objects: Sequence[models.Model],
     *,
     update_fields: Sequence[str],
-    unique_fields: Sequence[str] = ("connection", "stream", "external_id"),
+    unique_fields: Sequence[str] = NATURAL_KEY,
 ) -> None:
     """``INSERT … ON CONFLICT (unique_fields) DO UPDATE`` of model instances in one batch.
 
@@ -1376,9 +1372,6 @@ def upsert(
         unique_fields=unique_fields,
     )
 
-
-#: The natural key of mirror rows: what an upsert conflicts on.
-NATURAL_KEY = ("connection", "stream", "external_id")
 
 #: One row of :func:`prepare_rows`: (its natural key, the names of the fields it sets, the
 #: driver's values of every column in its statement's order).

@@ -65,6 +65,7 @@ from connectors.sync import (
     pipelined,
     prepare_records,
     prepare_rows,
+    utc_texts_alike,
     write_prepared_rows,
 )
 
@@ -201,19 +202,16 @@ def capped_high_water(records: list[dict[str, Any]], field: str, started_at: str
     best: tuple[datetime, str] | None = None
     texts = [record.get(field) for record in records]
     texts = [text for text in texts if isinstance(text, str) and text]
-    if texts and all(len(text) == len(texts[0]) and text[-1] == "Z" and text[10] == "T" for text in texts):
-        # Qonto writes every timestamp alike (UTC, milliseconds): the greatest text is the latest.
+    if texts and utc_texts_alike(texts):
+        # Qonto writes every timestamp alike: the greatest text is the latest, if it parses.
         latest = max(texts)
         try:
             best = (parse_timestamp(latest, field), latest)
         except ValueError:
-            best = None  # not a timestamp after all: read them one by one
+            best = None
         else:
-            records = []
-    for record in records:
-        raw = record.get(field)
-        if not isinstance(raw, str) or not raw:
-            continue
+            texts = []
+    for raw in texts:
         try:
             moment = parse_timestamp(raw, field)
         except ValueError:

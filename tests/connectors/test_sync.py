@@ -412,18 +412,28 @@ def test_closing_a_pipeline_early_stops_its_thread():
     assert next(pages) == 1
     pages.close()
     count = len(started)
-    time.sleep(0.3)
+    # Closing waited for the pipeline's threads: none is left to request another page.
+    assert not [t for t in threading.enumerate() if t.name.startswith("sync-pipeline")]
     assert len(started) == count and count <= 5
 
 
 def test_pipelined_pages_waiting_for_a_slow_consumer_come_merged_in_order():
+    fetching = threading.Condition()
+    asked = [0]  # the last page the fetcher asked for
+
     def step(page: int) -> tuple[list[int], int | None]:
+        with fetching:
+            asked[0] = page
+            fetching.notify_all()
         return [page], (page + 1 if page < 20 else None)
 
     got: list[list[int]] = []
     for item in sync.pipelined(_connector(), 1, step, depth=4, merge=lambda items: [n for i in items for n in i]):
         got.append(item)
-        time.sleep(0.02)  # a slow writer: the next pages are waiting when it asks
+        # A slow writer: it asks again once the fetcher is a full queue (4 pages) ahead of it.
+        ahead = min(20, item[-1] + 5)
+        with fetching:
+            assert fetching.wait_for(lambda ahead=ahead: asked[0] >= ahead, timeout=10)
     assert [n for item in got for n in item] == list(range(1, 21))  # nothing lost, nothing twice, in order
     assert len(got) < 20 and max(len(item) for item in got) <= 4
 
@@ -436,7 +446,11 @@ def test_pipelined_merge_stops_at_an_error_and_hands_over_the_pages_before_it():
 
     got: list[int] = []
     pages = sync.pipelined(_connector(), 1, step, depth=8, merge=lambda items: [n for i in items for n in i])
-    time.sleep(0.1)  # pages 1-3 and the error are all waiting
+    got.extend(next(pages))
+    # The fetcher ends once it has queued the error: then the pages before it and the error wait.
+    for thread in threading.enumerate():
+        if thread.name == "sync-pipeline":
+            thread.join(timeout=10)
     with pytest.raises(TimeoutError, match="page 4"):
         for item in pages:
             got.extend(item)
