@@ -119,6 +119,13 @@ def client_for(client):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def media_root(settings, tmp_path):  # type: ignore[no-untyped-def]
+    """Files a test writes (exports, pulled documents) go under a temporary media root."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
 def sandbox_for(settings):  # type: ignore[no-untyped-def]
     """Route a provider's HTTP to a fresh in-process sandbox: ``api = sandbox_for("qonto")``.
 

@@ -7,8 +7,8 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.MEDIA_ROOT = tmp_path / "media"
+def _media(media_root):  # type: ignore[no-untyped-def]
+    return media_root
 
 
 @pytest.fixture

@@ -18,12 +18,7 @@ from reconciliation import tasks, tax_pull
 from reconciliation.models import Match
 from tests.accountant.support import active_file, bank_debit, open_day, supplier_invoice
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.MEDIA_ROOT = tmp_path / "media"
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
 
 
 @pytest.fixture
